@@ -1,0 +1,43 @@
+"""The library's only way to talk to the user: a logger and a progress bar.
+
+Library code never calls `print`; it logs through `get_logger(__name__)` and wraps long loops in
+`progress(...)`. Entry points (`cli.py`, `scripts/`) decide the verbosity with `configure`.
+"""
+
+from __future__ import annotations
+
+import logging as _logging
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+_ROOT = "trading_jax"
+
+
+def get_logger(name: str = _ROOT) -> _logging.Logger:
+    """A logger under the `trading_jax` hierarchy."""
+    if not name.startswith(_ROOT):
+        name = f"{_ROOT}.{name}"
+    return _logging.getLogger(name)
+
+
+def configure(verbosity: int = 0, stream=None) -> None:
+    """Send library logs to `stream` (stderr by default): 0 = warnings, 1 = info, 2 = debug."""
+    level = {0: _logging.WARNING, 1: _logging.INFO}.get(verbosity, _logging.DEBUG)
+    root = _logging.getLogger(_ROOT)
+    root.handlers.clear()
+    handler = _logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:
+    """Iterate with a tqdm progress bar on stderr (a plain iterator when disabled or tqdm is absent)."""
+    if not enabled:
+        return iter(iterable)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a core dependency, but keep the library importable without it
+        return iter(iterable)
+    return iter(tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True))
