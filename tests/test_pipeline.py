@@ -1,0 +1,138 @@
+"""FeaturePipeline: exact warm-up, causality of every feature, train-only normalisation, missing bars.
+
+All synthetic cases share one panel shape so the pipeline compiles once for them.
+"""
+
+import numpy as np
+import pytest
+
+from trading_jax.data.splits import IndexRange
+from trading_jax.data.types import Bars
+from trading_jax.features.pipeline import (
+    FeaturePipeline,
+    fill_missing_bars,
+    run_feature_job,
+    synthetic_market,
+    temporal_features,
+)
+
+N_BARS, N_ASSETS = 400, 3
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return FeaturePipeline()
+
+
+@pytest.fixture(scope="module")
+def market():
+    return synthetic_market(N_BARS, N_ASSETS, seed=1)
+
+
+@pytest.fixture(scope="module")
+def raw(pipeline, market):
+    bars, timestamps, _ = market
+    return np.asarray(pipeline.compute(bars, timestamps))
+
+
+def test_tensor_has_one_named_column_per_feature(pipeline, raw):
+    names = pipeline.names(N_ASSETS)
+    assert raw.shape == (N_BARS, N_ASSETS, len(names))
+    assert len(set(names)) == len(names)
+    assert "rsi_14" in names and "mean_correlation_60" in names and "day_of_week_sin" in names
+
+
+def test_features_are_nan_exactly_during_the_warm_up(pipeline, raw):
+    nan_rows = np.isnan(raw).any(axis=(1, 2))
+    assert nan_rows[: pipeline.warmup].all(), "every warm-up row lacks at least one feature"
+    assert not nan_rows[pipeline.warmup :].any(), "no NaN after the warm-up on finite input"
+    assert nan_rows[pipeline.warmup - 1], "the warm-up is not longer than it needs to be"
+
+
+@pytest.mark.parametrize("t", [150, 260, 398])
+def test_changing_bars_after_t_leaves_every_feature_at_or_before_t_unchanged(pipeline, market, raw, t):
+    bars, timestamps, _ = market
+    rng = np.random.default_rng(t)
+    scale = np.ones((N_BARS, N_ASSETS))
+    scale[t + 1 :] = rng.uniform(0.5, 2.0, size=(N_BARS - t - 1, N_ASSETS))
+    future_changed = Bars(*(f * scale for f in bars[:4]), bars.volume * scale**2)
+    perturbed = np.asarray(pipeline.compute(future_changed, timestamps))
+    np.testing.assert_array_equal(perturbed[: t + 1], raw[: t + 1])
+    assert not np.array_equal(perturbed[t + 1 :], raw[t + 1 :], equal_nan=True)
+
+
+def test_normaliser_is_fitted_on_the_training_rows_only(pipeline, market, raw):
+    bars, timestamps, _ = market
+    train = IndexRange(0, 300)
+    state = pipeline.fit(raw, train)
+    scale = np.ones((N_BARS, N_ASSETS))
+    scale[300:] = 3.0  # a crash-and-rally after the training split
+    changed = Bars(*(f * scale for f in bars[:4]), bars.volume * scale**2)
+    state_after_change = pipeline.fit(np.asarray(pipeline.compute(changed, timestamps)), train)
+    for a, b in zip(state, state_after_change):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    z = np.asarray(pipeline.transform(state, raw))[:300]  # each feature over its own finite train rows
+    varying = np.nanstd(raw[:300], axis=(0, 1)) > 0
+    np.testing.assert_allclose(np.nanmean(z, axis=(0, 1))[varying], 0.0, atol=0.1)
+    assert np.nanmax(np.abs(z)) <= pipeline.config.clip
+
+
+def test_temporal_features_encode_time_of_day_and_weekday():
+    # 1970-01-01 was a Thursday (weekday 3); 06:00 is a quarter of the day.
+    ts = np.array(["1970-01-01T06:00", "1970-01-05T00:00"], dtype="datetime64[ns]")
+    out = temporal_features(ts)
+    np.testing.assert_allclose(out[0], [1.0, 0.0, np.sin(2 * np.pi * 3 / 7), np.cos(2 * np.pi * 3 / 7)], atol=1e-12)
+    np.testing.assert_allclose(out[1], [0.0, 1.0, 0.0, 1.0], atol=1e-12)  # Monday midnight
+
+
+def test_missing_bars_are_filled_flat_and_marked_not_valid(pipeline):
+    nan = np.nan
+    close = np.array([[nan, 10.0], [nan, 11.0], [5.0, nan], [6.0, 12.0]])
+    open_ = np.array([[nan, 10.0], [nan, 10.5], [4.5, nan], [5.5, 11.5]])
+    volume = np.array([[nan, 1.0], [nan, 2.0], [7.0, nan], [8.0, 3.0]])
+    valid = np.isfinite(close)
+    filled, observed = fill_missing_bars(Bars(open_, open_ + 1, open_ - 1, close, volume), valid)
+    # before its first bar, asset 0 sits flat at its first open; asset 1's gap sits at the previous close
+    np.testing.assert_array_equal(filled.close[:, 0], [4.5, 4.5, 5.0, 6.0])
+    np.testing.assert_array_equal(filled.high[:2, 0], [4.5, 4.5])
+    np.testing.assert_array_equal(filled.close[:, 1], [10.0, 11.0, 11.0, 12.0])
+    np.testing.assert_array_equal(filled.volume, [[0, 1], [0, 2], [7, 0], [8, 3]])
+    np.testing.assert_array_equal(observed, valid)
+    settled = FeaturePipeline().settled(np.ones((200, 2), bool) & (np.arange(200)[:, None] >= [0, 50]))
+    assert settled[:, 0].argmax() == pipeline.warmup and settled[:, 1].argmax() == 50 + pipeline.warmup
+
+
+def test_an_asset_without_any_bar_is_an_error():
+    close = np.array([[1.0, np.nan], [1.0, np.nan]])
+    with pytest.raises(ValueError, match=r"asset column\(s\) \[1\] have no valid bar"):
+        fill_missing_bars(Bars(close, close, close, close, close), np.isfinite(close))
+
+
+def test_feature_job_saves_normalised_features_without_nan_on_valid_rows(tmp_path):
+    out = tmp_path / "features.npz"
+    summary = run_feature_job(out=str(out), synthetic_bars=N_BARS, synthetic_assets=N_ASSETS, seed=1, train_fraction=0.75)
+    saved = np.load(out)
+    assert saved["features"].shape == (N_BARS, N_ASSETS, len(saved["names"]))
+    assert saved["valid"][FeaturePipeline().warmup :].all() and not saved["valid"][: FeaturePipeline().warmup].any()
+    assert np.isfinite(saved["features"][saved["valid"]]).all()
+    assert list(saved["train"]) == [0, 300]
+    assert f"{N_BARS:,} bars x {N_ASSETS} assets" in summary
+
+
+@pytest.mark.shared_data
+def test_real_stock_panel_gives_finite_features_on_every_valid_row(shared_data, pipeline):
+    from trading_jax.data import load_ohlcv
+
+    data = load_ohlcv(shared_data / "stocks_daily", symbols=["AAPL", "ABBV", "AGFS", "PTR", "SPLP"])
+    bars, observed = fill_missing_bars(data.bars, data.valid)
+    raw = np.asarray(pipeline.compute(bars, data.timestamps))
+    valid = pipeline.feature_valid(raw, observed)
+    assert np.isfinite(raw[valid]).all()
+    # ABBV lists on 2013-01-02: nothing before warm-up bars after that is usable
+    abbv = data.symbols.index("ABBV")
+    first = int(np.argmax(observed[:, abbv]))
+    assert first > 0 and not valid[: first + pipeline.warmup, abbv].any()
+    # PTR's empty row (line 962) is a filled bar and never a valid feature row
+    ptr = data.symbols.index("PTR")
+    assert (~observed[:, ptr]).sum() == 1 and not valid[~observed[:, ptr], ptr].any()
+    assert valid[:, data.symbols.index("AAPL")].mean() > 0.85
