@@ -31,7 +31,8 @@ to a slow reduce-window tree). Long panels are processed in row chunks (`_rollin
 ~4M elements per intermediate array, so peak memory is the output plus a few hundred MB
 whatever the length.
 
-The windowed-sum helpers here (`_lagged`, `_window_sum`, `_rolling_sum`, `_materialise`,
+The windowed-sum helpers here (`_lagged`, `_window_sum`, `_rolling_sum`, with `materialise` from
+`trading_jax.features.rolling`,
 `_centred`, `_comoment`, `_pad_warmup`, `_rolling_apply`) are private and shared with
 `trading_jax.features.microstructure` and `trading_jax.features.spectral`.
 """
@@ -45,6 +46,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from trading_jax.features.rolling import materialise as _materialise
 
 __all__ = [
     "correlation_warmup",
@@ -95,26 +98,6 @@ def _window_sum(a, n: int, m: int, stride: int = 1, offset: int = 0):
     for i in range(1, n):
         total = total + _lagged(a, offset + i * stride, m)
     return total
-
-
-def _materialise(*arrays):
-    """Write `arrays` to memory instead of letting XLA fuse them into their consumers.
-
-    A block statistic read at `q` lags would otherwise be recomputed `q` times inside the fused
-    consumer (XLA duplicates chains of cheap elementwise ops freely), turning `O(b + q)` work per
-    element back into `O(b * q)`: 14 s instead of 0.8 s for `rolling_hurst` on 1e6 x 16 bars.
-    `lax.optimization_barrier` does not help (XLA:CPU drops it before fusion); a conditional is a
-    fusion boundary, so the arrays pass through a `lax.cond` whose predicate is always false but
-    opaque to the compiler (no float is both NaN and infinite). The other branch is never taken.
-    """
-    leaves = jax.tree.leaves(arrays)
-    if not leaves:
-        return arrays if len(arrays) > 1 else arrays[0]
-    probe = leaves[0].reshape(-1)[0]
-    never = jnp.isnan(probe) & jnp.isinf(probe)
-    twice = lambda a: jax.tree.map(lambda v: v + v, a)  # noqa: E731  (never evaluated)
-    out = lax.cond(never, twice, lambda a: a, arrays)
-    return out if len(arrays) > 1 else out[0]
 
 
 def _split_window(window: int) -> tuple[int, int, int]:
