@@ -47,6 +47,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from trading_jax.features.rolling import as_float as _as_float
+from trading_jax.features.rolling import check_window as _check_window
 from trading_jax.features.rolling import materialise as _materialise
 
 __all__ = [
@@ -68,20 +70,6 @@ _DIRECT_WINDOW = 16
 # `_pad_warmup` puts the NaN warm-up rows in front at the end. Lags are static slices, which XLA
 # fuses into one loop (padding-based lags get materialised one by one and are ~10x slower).
 # ----------------------------------------------------------------------------------------------
-
-
-def _as_float(x):
-    """`x` as a floating JAX array (integer input becomes the default float dtype)."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(jnp.result_type(float))
-    return x
-
-
-def _check_window(window, name: str = "window", minimum: int = 1) -> int:
-    if isinstance(window, bool) or not isinstance(window, int) or window < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {window!r}")
-    return int(window)
 
 
 def _lagged(a, k: int, m: int):

@@ -79,10 +79,10 @@ def as_float(x):
     return x
 
 
-def check_window(window, name: str = "window") -> int:
-    """`window` as a positive Python int, or a `ValueError` naming the parameter."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"{name} must be a positive int, got {window!r}")
+def check_window(window, name: str = "window", minimum: int = 1) -> int:
+    """`window` as a Python int `>= minimum`, or a `ValueError` naming the parameter."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {window!r}")
     return int(window)
 
 
