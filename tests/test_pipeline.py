@@ -49,6 +49,17 @@ def test_features_are_nan_exactly_during_the_warm_up(pipeline, raw):
     assert nan_rows[pipeline.warmup - 1], "the warm-up is not longer than it needs to be"
 
 
+def test_warm_up_of_a_single_asset_leaves_out_the_cross_asset_correlation():
+    from trading_jax.features.pipeline import FeatureConfig
+
+    config = FeatureConfig(hurst_window=None, fourier=None, volatility_periods=(20,), correlation_window=90)
+    pipeline = FeaturePipeline(config)
+    assert pipeline.warmup_for(1) == 60 and pipeline.warmup_for(3) == 90  # 60-bar log return vs 90-bar correlation
+    bars, timestamps, _ = synthetic_market(160, 1, seed=2)
+    nan_rows = np.isnan(np.asarray(pipeline.compute(bars, timestamps))).any(axis=(1, 2))
+    assert nan_rows[:60].all() and not nan_rows[60:].any()
+
+
 @pytest.mark.parametrize("t", [150, 260, 398])
 def test_changing_bars_after_t_leaves_every_feature_at_or_before_t_unchanged(pipeline, market, raw, t):
     bars, timestamps, _ = market

@@ -220,9 +220,14 @@ class FeaturePipeline:
 
     @property
     def warmup(self) -> int:
-        """First row at which every feature is defined (for finite, positive input)."""
+        """First row at which every feature of a multi-asset panel is defined (finite, positive input)."""
+        return self.warmup_for(n_assets=2)
+
+    def warmup_for(self, n_assets: int) -> int:
+        """First row at which every feature is defined for a panel of `n_assets` assets (the
+        cross-asset correlation, and its warm-up, only exist for two or more)."""
         warm = [group.warmup for group in self._per_asset]
-        if self.config.correlation_window:
+        if self._uses_correlation(n_assets):
             warm.append(cross_asset.correlation_warmup(self.config.correlation_window) + 1)
         return max(warm, default=0)
 
@@ -266,7 +271,7 @@ class FeaturePipeline:
             observed = observed[:, None]
         first = np.where(observed.any(axis=0), observed.argmax(axis=0), observed.shape[0])
         t = np.arange(observed.shape[0])[:, None]
-        return observed & (t >= first[None, :] + self.warmup)
+        return observed & (t >= first[None, :] + self.warmup_for(observed.shape[1]))
 
     def feature_valid(self, raw: jnp.ndarray, observed: np.ndarray) -> np.ndarray:
         """Rows of the tensor a model may use, bool `[time, asset]`: `settled` and every feature
