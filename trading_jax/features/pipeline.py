@@ -400,6 +400,6 @@ def run_feature_job(
     )
     return (
         f"{source}: {features.shape[0]:,} bars x {features.shape[1]} assets x {features.shape[2]} features "
-        f"(warm-up {pipeline.warmup} bars, {valid.mean():.1%} rows valid); normaliser fitted on bars "
+        f"(warm-up {pipeline.warmup_for(len(symbols))} bars, {valid.mean():.1%} rows valid); normaliser fitted on bars "
         f"[{split.train.start}, {split.train.stop}) only; saved to {out}"
     )
