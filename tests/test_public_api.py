@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["trading_jax.data", "trading_jax.features"])
+@pytest.mark.parametrize("package", ["trading_jax.data", "trading_jax.features", "trading_jax.evaluation"])
 def test_every_exported_name_resolves(package):
     module = importlib.import_module(package)
     assert module.__all__

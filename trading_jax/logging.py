@@ -41,3 +41,55 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", en
     except ImportError:  # tqdm is a core dependency, but keep the library importable without it
         return iter(iterable)
     return iter(tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True))
+
+
+class TensorBoardWriter:
+    """Scalars and histograms to TensorBoard event files (tensorboardX, imported lazily).
+
+    Args:
+        logdir: folder for the `events.out.tfevents.*` files (created if missing).
+
+    Values may be Python numbers, NumPy or JAX arrays; they are copied to the host here, so call
+    this outside `jit` (e.g. once per logged chunk of a `lax.scan` training loop).
+
+    Example:
+        >>> tb = TensorBoardWriter("runs/ppo")
+        >>> tb.scalars(step, {"loss": loss, "return": ret})
+        >>> tb.histogram(step, "params/w", params["w"])
+        >>> tb.close()
+    """
+
+    def __init__(self, logdir) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as err:  # pragma: no cover - tensorboardX is a core dependency
+            raise ImportError("TensorBoardWriter needs tensorboardX: pip install tensorboardX") from err
+        self.logdir = str(logdir)
+        self._writer = SummaryWriter(logdir=self.logdir)
+
+    def scalars(self, step: int, values: dict) -> None:
+        """Write each `name -> scalar` of `values` at `step` (the name is the TensorBoard tag)."""
+        import numpy as np
+
+        for name, value in values.items():
+            self._writer.add_scalar(str(name), float(np.asarray(value)), global_step=int(step))
+
+    def histogram(self, step: int, name: str, array) -> None:
+        """Write the distribution of all the entries of `array` (any shape) at `step`."""
+        import numpy as np
+
+        self._writer.add_histogram(str(name), np.asarray(array, dtype=np.float64).ravel(), global_step=int(step))
+
+    def flush(self) -> None:
+        """Push pending events to disk."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self._writer.close()
+
+    def __enter__(self) -> "TensorBoardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
