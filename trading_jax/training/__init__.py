@@ -1,0 +1,28 @@
+"""Supervised training: `make_train(config, data) -> train(key)`, losses, augmentation, curriculum, pre-training.
+
+Names are imported lazily, so `import trading_jax.training` does not pull in JAX, Flax or optax until used.
+"""
+
+from trading_jax._lazy import lazy_exports
+
+_EXPORTS = {
+    # configuration and data
+    "TrainConfig": "config", "Dataset": "config",
+    # losses and metrics
+    "mse": "losses", "huber": "losses", "cross_entropy": "losses", "smooth_targets": "losses",
+    "multitask_loss": "losses", "task_loss": "losses", "mae": "losses", "rmse": "losses",
+    "accuracy": "losses", "direction_accuracy": "losses", "MULTITASK_TASKS": "losses",
+    # augmentation
+    "gaussian_noise": "augment", "mixup": "augment", "mixup_with": "augment", "fgsm": "augment",
+    # curriculum
+    "sample_volatility": "curriculum", "pool_size": "curriculum", "curriculum_permutation": "curriculum",
+    # supervised training
+    "make_train": "train", "TrainResult": "train", "make_schedule": "train", "make_optimizer": "train",
+    "check_finite": "train", "early_stopping_update": "train", "EarlyStopping": "train", "make_mesh": "train",
+    # self-supervised pre-training
+    "make_pretrain": "pretrain", "PretrainResult": "pretrain", "random_time_mask": "pretrain",
+    "masked_mse": "pretrain",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

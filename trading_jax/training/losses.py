@@ -1,0 +1,142 @@
+"""Pure losses and metrics (mean-reduced, float32 results), each with its formula.
+
+Classification targets may be integer labels `[batch]` or probability vectors `[batch, classes]`
+(soft targets, e.g. after mixup); both go through `smooth_targets`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+MULTITASK_TASKS = ("price", "direction", "volatility", "volume")
+"""Task order of a multitask model's `log_vars` (the same as `trading_jax.models.multitask.TASKS`)."""
+
+_KIND = {"price": "regression", "direction": "classification", "volatility": "regression", "volume": "regression"}
+_UNCERTAINTY_COEFFICIENT = {"regression": 0.5, "classification": 1.0}
+
+
+def _match(prediction, target):
+    prediction = jnp.asarray(prediction, jnp.float32)
+    target = jnp.asarray(target, jnp.float32)
+    if target.shape != prediction.shape and target.size == prediction.size:
+        target = target.reshape(prediction.shape)  # [batch] vs [batch, 1]
+    return prediction, target
+
+
+def mse(prediction, target) -> jax.Array:
+    """Mean squared error: mean_i (p_i - y_i)^2 over all elements (`[batch]` and `[batch, 1]` match)."""
+    prediction, target = _match(prediction, target)
+    return jnp.mean(jnp.square(prediction - target))
+
+
+def huber(prediction, target, delta: float = 1.0) -> jax.Array:
+    """Huber loss: mean_i h(p_i - y_i), h(r) = r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) beyond."""
+    prediction, target = _match(prediction, target)
+    r = jnp.abs(prediction - target)
+    return jnp.mean(jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta)))
+
+
+def smooth_targets(targets, n_classes: int, label_smoothing: float = 0.0) -> jax.Array:
+    """Probability targets `[batch, n_classes]`: t' = (1 - eps) t + eps / K, with t one-hot for int labels."""
+    targets = jnp.asarray(targets)
+    if jnp.issubdtype(targets.dtype, jnp.integer):
+        targets = jax.nn.one_hot(targets, n_classes, dtype=jnp.float32)
+    targets = targets.astype(jnp.float32)
+    return (1.0 - label_smoothing) * targets + label_smoothing / n_classes
+
+
+def cross_entropy(logits, targets, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy with label smoothing.
+
+    L = -mean_b sum_k t'_bk log softmax(z_b)_k,  t' = (1 - eps) t + eps / K.
+
+    Args:
+        logits: `[batch, K]`.
+        targets: `[batch]` integer labels or `[batch, K]` probabilities.
+        label_smoothing: eps in [0, 1).
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    t = smooth_targets(targets, logits.shape[-1], label_smoothing)
+    return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+
+def multitask_loss(
+    outputs: Mapping[str, Any],
+    targets: Mapping[str, Any],
+    weights: Mapping[str, float] | None = None,
+    label_smoothing: float = 0.0,
+    uncertainty_weighting: bool = False,
+) -> jax.Array:
+    """Seed 000's multi-task loss.
+
+    With L_price, L_vol, L_volume the MSEs of the "price", "volatility", "volume" outputs and L_dir the
+    label-smoothed cross-entropy of "direction_logits" against "direction":
+
+        L = w_price L_price + w_dir L_dir + w_vol L_vol + w_volume L_volume,
+        seed 000 weights: w_price = 1.0, w_dir = 0.8, w_vol = 0.5 (volume is not weighted: 0).
+
+    With `uncertainty_weighting` and the model's learned log-variances s = outputs["log_vars"] (in
+    `MULTITASK_TASKS` order), each term becomes Kendall et al.'s (2018)
+        w_k (c_k exp(-s_k) L_k + s_k / 2),   c_k = 1/2 for regression, 1 for classification.
+
+    Tasks absent from `targets` (or with weight 0) are left out.
+    """
+    weights = dict(zip(MULTITASK_TASKS, (1.0, 0.8, 0.5, 0.0))) if weights is None else dict(weights)
+    total = jnp.zeros((), jnp.float32)
+    for i, task in enumerate(MULTITASK_TASKS):
+        w = float(weights.get(task, 0.0))
+        if w == 0.0 or task not in targets:
+            continue
+        if task == "direction":
+            term = cross_entropy(outputs["direction_logits"], targets[task], label_smoothing)
+        else:
+            term = mse(outputs[task], targets[task])
+        if uncertainty_weighting:
+            s = jnp.asarray(outputs["log_vars"], jnp.float32)
+            s = s[task] if isinstance(s, Mapping) else s.reshape(-1)[i]
+            term = _UNCERTAINTY_COEFFICIENT[_KIND[task]] * jnp.exp(-s) * term + 0.5 * s
+        total = total + w * term
+    return total
+
+
+def task_loss(config, outputs: Mapping[str, Any], targets, label_smoothing: float | None = None) -> jax.Array:
+    """The training objective of `config.task` on a model's `outputs` (label smoothing from the config)."""
+    eps = config.label_smoothing if label_smoothing is None else label_smoothing
+    if config.task == "regression":
+        if config.regression_loss == "huber":
+            return huber(outputs["prediction"], targets, config.huber_delta)
+        return mse(outputs["prediction"], targets)
+    if config.task == "classification":
+        return cross_entropy(outputs["logits"], targets, eps)
+    return multitask_loss(outputs, targets, dict(config.multitask_weights), eps, config.uncertainty_weighting)
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+def mae(prediction, target) -> jax.Array:
+    """Mean absolute error: mean_i |p_i - y_i|."""
+    prediction, target = _match(prediction, target)
+    return jnp.mean(jnp.abs(prediction - target))
+
+
+def rmse(prediction, target) -> jax.Array:
+    """Root mean squared error: sqrt(mean_i (p_i - y_i)^2)."""
+    return jnp.sqrt(mse(prediction, target))
+
+
+def accuracy(logits, labels) -> jax.Array:
+    """Fraction of samples whose argmax logit equals the integer label (or argmax of soft labels)."""
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        labels = jnp.argmax(labels, axis=-1)
+    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+
+def direction_accuracy(prediction, target) -> jax.Array:
+    """Fraction of samples where sign(p) == sign(y) (seed 000's "Direction_Accuracy" for regressors)."""
+    prediction, target = _match(prediction, target)
+    return jnp.mean((jnp.sign(prediction) == jnp.sign(target)).astype(jnp.float32))
