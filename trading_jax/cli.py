@@ -5,6 +5,8 @@ Subcommands:
     data inspect FILE...    summarise what would be loaded (symbols, range, frequency, gaps).
     features                compute the feature tensor of a file (or a built-in synthetic market),
                             fit its normaliser on the training split only, save it as .npz.
+    train CONFIG            run a supervised experiment file (experiments/*.toml): train every
+                            seed, checkpoint, log to TensorBoard, report held-out metrics.
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trading_jax.training.experiment import load_experiment, run_experiment
+
+    experiment = load_experiment(args.config)
+    if args.seeds:
+        experiment = __import__("dataclasses").replace(experiment, seeds=tuple(args.seeds))
+    print(run_experiment(experiment, args.out or Path("runs") / experiment.name))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading-jax", description="Train and evaluate trading models in JAX.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
@@ -89,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--train-fraction", type=float, default=0.7, help="leading fraction the normaliser is fit on")
     features.add_argument("--repair", action="append", default=[], choices=REPAIRS, help="repairs for loaded files")
     features.set_defaults(func=cmd_features)
+
+    train = commands.add_parser("train", help="run a supervised experiment config (experiments/*.toml)")
+    train.add_argument("config", help="experiment TOML file")
+    train.add_argument("--out", help="output folder (default: runs/NAME)")
+    train.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -30,6 +30,7 @@ def configure(verbosity: int = 0, stream=None) -> None:
     handler.setFormatter(_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level)
+    root.propagate = False  # other libraries (absl via orbax) configure the root logger: print once
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:

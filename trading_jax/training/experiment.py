@@ -1,0 +1,336 @@
+"""Supervised experiments from a TOML file: data -> features -> labels -> windows -> train -> held-out report.
+
+An experiment file (see `experiments/*.toml`) has a `name`, `seeds`, a `[data]` table
+(`DataSpec`), a `[train]` table (`TrainConfig` fields, with `[train.model_kwargs]`) and an optional
+`[checkpoint]` table. `run_experiment` then, for every seed:
+
+1. builds the panel (a file, folder or glob of OHLCV, or the built-in synthetic market) and its
+   `FeaturePipeline` tensor; the normaliser is fitted on the training split only;
+2. builds labels from t+1 onward (`future_return`, `direction_label`, ...) and the windows of each
+   chronological split (embargo = horizon by default), dropping samples whose label crosses a split end;
+3. trains with `make_train(config, data) -> train(key)` (one jitted program, reused across seeds);
+4. saves the best and final params with Orbax, the per-epoch history to TensorBoard, and
+   evaluates the best params on the test split next to naive baselines.
+
+Results are the mean over seeds with a 95% Student-t confidence interval, written to
+`results.json` and `results.md` in the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from trading_jax.logging import get_logger, progress
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the bars come from and how samples are cut from them.
+
+    Attributes:
+        source: "synthetic" (the built-in offline market) or OHLCV path(s) as `load_ohlcv` takes them.
+        symbols: optional subset of symbols to keep.
+        repair: repairs passed to `load_ohlcv` (reported in the load report).
+        synthetic_bars, synthetic_assets, synthetic_seed: size and seed of the synthetic market.
+        window: bars per input window.
+        horizon: label horizon in bars (labels read bars t+1 .. t+horizon).
+        dead_band: direction labels within +-dead_band (log return) are "flat".
+        train, val, test: chronological split fractions.
+        embargo: bars left out between splits (default: `horizon`).
+        stride: bars between consecutive training samples.
+        fast_features: leave out the costliest features (Hurst, Fourier) for quick runs.
+    """
+
+    source: str = "synthetic"
+    symbols: tuple[str, ...] | None = None
+    repair: tuple[str, ...] = ()
+    synthetic_bars: int = 3000
+    synthetic_assets: int = 4
+    synthetic_seed: int = 0
+    window: int = 32
+    horizon: int = 5
+    dead_band: float = 0.0
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+    embargo: int | None = None
+    stride: int = 1
+    fast_features: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: data, training configuration and the seeds it is repeated over."""
+
+    name: str
+    data: DataSpec
+    train: Any  # TrainConfig
+    seeds: tuple[int, ...] = (0, 1, 2)
+    keep_best: int = 1
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read an experiment TOML file into frozen configs (unknown keys are errors naming the file)."""
+    from trading_jax.training.config import TrainConfig
+
+    path = Path(path)
+    with path.open("rb") as handle:
+        raw = tomllib.load(handle)
+
+    def build(cls, table: dict, where: str):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown} in [{where}]; known keys: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+
+    train_table = dict(raw.get("train", {}))
+    if "model" not in train_table:
+        raise ValueError(f"{path}: [train] needs a 'model' (one of trading_jax.models.available())")
+    train_table["model_kwargs"] = tuple(sorted(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in train_table.get("model_kwargs", {}).items()))
+    unknown_top = sorted(set(raw) - {"name", "seeds", "data", "train", "checkpoint"})
+    if unknown_top:
+        raise ValueError(f"{path}: unknown top-level key(s) {unknown_top}")
+    return ExperimentConfig(
+        name=raw.get("name", path.stem),
+        data=build(DataSpec, raw.get("data", {}), "data"),
+        train=build(TrainConfig, train_table, "train"),
+        seeds=tuple(raw.get("seeds", (0, 1, 2))),
+        keep_best=int(raw.get("checkpoint", {}).get("keep_best", 1)),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+
+
+def _panel(spec: DataSpec):
+    """Filled bars, timestamps, symbols and the observed mask of the experiment's market."""
+    from trading_jax.features.pipeline import fill_missing_bars, synthetic_market
+
+    if spec.source == "synthetic":
+        bars, timestamps, symbols = synthetic_market(spec.synthetic_bars, spec.synthetic_assets, spec.synthetic_seed)
+        return bars, timestamps, symbols, np.ones(bars.close.shape, bool), "synthetic market"
+    from trading_jax.data.loading import load_ohlcv
+
+    data = load_ohlcv(spec.source, symbols=spec.symbols, repair=spec.repair)
+    bars, observed = fill_missing_bars(data.bars, data.valid)
+    return bars, data.timestamps, data.symbols, observed, spec.source
+
+
+def _labels(task: str, bars, spec: DataSpec):
+    """`(targets pytree [time, asset], valid [time, asset])` built from bars t+1 .. t+horizon."""
+    from trading_jax.data import labels
+
+    close = jnp.asarray(bars.close)
+    h = spec.horizon
+    ret, ret_ok = labels.future_return(close, h, log=True)
+    direction, dir_ok = labels.direction_label(close, h, spec.dead_band, log=True)
+    if task == "regression":
+        return np.asarray(ret), np.asarray(ret_ok)
+    if task == "classification":
+        return np.asarray(direction), np.asarray(dir_ok)
+    vol, vol_ok = labels.future_volatility(close, max(h, 2))
+    volume, volume_ok = labels.future_volume(jnp.asarray(bars.volume), h, offset=1.0)
+    targets = {"price": np.asarray(ret), "direction": np.asarray(direction),
+               "volatility": np.asarray(vol), "volume": np.asarray(volume)}
+    return targets, np.asarray(ret_ok & dir_ok & vol_ok & volume_ok)
+
+
+def build_datasets(spec: DataSpec, task: str):
+    """Windows and labels of the train, val and test splits, pooled over assets.
+
+    Returns:
+        `(splits, info)`: `splits[name] = (X [n, window, F], y, t [n])` for train/val/test, and
+        `info` with the feature names, split ranges, target scale and sample counts.
+    """
+    from trading_jax.data.splits import chronological_split
+    from trading_jax.data.windows import make_supervised_dataset
+    from trading_jax.features.pipeline import FeatureConfig, FeaturePipeline
+
+    bars, timestamps, symbols, observed, source = _panel(spec)
+    config = FeatureConfig(hurst_window=None, fourier=None) if spec.fast_features else FeatureConfig()
+    pipeline = FeaturePipeline(config)
+    raw = pipeline.compute(bars, timestamps)
+    embargo = spec.horizon if spec.embargo is None else spec.embargo
+    split = chronological_split(raw.shape[0], spec.train, spec.val, spec.test, embargo=embargo)
+    valid = pipeline.feature_valid(raw, observed)
+    state = pipeline.fit(jnp.where(jnp.asarray(valid)[..., None], raw, jnp.nan), split.train)
+    features = np.asarray(pipeline.transform(state, raw), np.float32)
+    targets, target_ok = _labels(task, bars, spec)
+    # a label that reads a filled (unobserved) bar is not a real outcome
+    future_observed = np.stack([np.asarray(observed[min(t + 1, len(observed) - 1)]) for t in range(len(observed))])
+    target_ok = target_ok & future_observed
+
+    splits = {}
+    for name in ("train", "val", "test"):
+        parts = []
+        for a in range(features.shape[1]):
+            y = jax.tree.map(lambda v: v[:, a], targets)
+            parts.append(make_supervised_dataset(
+                features[:, a], y, target_ok[:, a], spec.window, getattr(split, name), stride=spec.stride if name == "train" else 1,
+                lookback_before_split=name != "train", horizon=spec.horizon, input_valid=valid[:, a]))
+        x = np.concatenate([np.asarray(p[0]) for p in parts])
+        y = jax.tree.map(lambda *vs: np.concatenate([np.asarray(v) for v in vs]), *[p[1] for p in parts])
+        t = np.concatenate([p[2] for p in parts])
+        if len(x) == 0:
+            raise ValueError(f"the {name} split of {source} has no sample: use more bars, a shorter window or horizon")
+        splits[name] = (x, y, t)
+
+    scale = 1.0
+    if task == "regression":  # returns are ~1e-3: scale by the training std (fitted on train only)
+        scale = float(np.std(splits["train"][1])) or 1.0
+        splits = {k: (x, y / scale, t) for k, (x, y, t) in splits.items()}
+    info = {"source": source, "symbols": list(symbols), "features": list(pipeline.names(len(symbols))),
+            "split": {k: [getattr(split, k).start, getattr(split, k).stop] for k in ("train", "val", "test")},
+            "embargo": embargo, "target_scale": scale, "samples": {k: len(v[0]) for k, v in splits.items()}}
+    return splits, info
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+def _predict(model, params, x, batch: int = 512):
+    apply = jax.jit(lambda p, xb: model.apply({"params": p}, xb, train=False))
+    outs = [apply(params, jnp.asarray(x[i : i + batch])) for i in range(0, len(x), batch)]
+    return jax.tree.map(lambda *o: np.concatenate([np.asarray(v, np.float32) for v in o]), *outs)
+
+
+def _regression_metrics(pred, target) -> dict[str, float]:
+    from trading_jax.evaluation import metrics as m
+
+    pred, target = jnp.asarray(pred).reshape(-1), jnp.asarray(target).reshape(-1)
+    return {"mae": float(m.mae(pred, target)), "rmse": float(m.rmse(pred, target)),
+            "direction_accuracy": float(m.direction_accuracy(pred, target, ignore_zero_target=True)),
+            "ic": float(m.information_coefficient(pred, target)),
+            "rank_ic": float(m.rank_information_coefficient(pred, target))}
+
+
+def _classification_metrics(pred_labels, labels) -> dict[str, float]:
+    from trading_jax.evaluation import metrics as m
+
+    p, y = jnp.asarray(pred_labels), jnp.asarray(labels)
+    precision, recall, f1 = m.precision_recall_f1(p, y, 3, average="macro")
+    return {"accuracy": float(jnp.mean(p == y)), "macro_precision": float(precision),
+            "macro_recall": float(recall), "macro_f1": float(f1)}
+
+
+def evaluate(task: str, outputs, y_test, y_train, x_test) -> dict[str, dict[str, float]]:
+    """Test metrics of the model and of naive baselines (computed on the same samples)."""
+    if task == "classification":
+        majority = int(np.bincount(np.asarray(y_train), minlength=3).argmax())
+        return {"model": _classification_metrics(np.argmax(outputs["logits"], -1), y_test),
+                "baseline_majority_class": _classification_metrics(np.full_like(y_test, majority), y_test)}
+    price_pred = outputs["prediction"] if task == "regression" else outputs["price"]
+    price_true = y_test if task == "regression" else y_test["price"]
+    result = {"model": _regression_metrics(price_pred, price_true),
+              "baseline_zero_return": _regression_metrics(np.zeros_like(price_true), price_true),
+              # momentum: the last normalised 1-bar return feature (column 0) as the forecast
+              "baseline_last_return": _regression_metrics(x_test[:, -1, 0], price_true)}
+    if task == "multitask":
+        result["model_direction"] = _classification_metrics(np.argmax(outputs["direction_logits"], -1), y_test["direction"])
+    return result
+
+
+def mean_ci(values) -> dict[str, float]:
+    """Mean, sample std and the 95% Student-t confidence interval of the mean over seeds."""
+    from scipy import stats
+
+    v = np.asarray(values, np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {"mean": mean, "std": float("nan"), "ci95": [float("nan"), float("nan")], "n": len(v)}
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(v) - 1) * std / math.sqrt(len(v)))
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": len(v)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------------
+
+
+def run_experiment(experiment: ExperimentConfig, out_dir: str | Path) -> str:
+    """Train every seed, checkpoint, log, evaluate on the test split; returns a short summary."""
+    from trading_jax.checkpoint import CheckpointConfig, Checkpointer
+    from trading_jax.logging import TensorBoardWriter
+    from trading_jax.training.config import Dataset
+    from trading_jax.training.train import make_train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = experiment.train
+    splits, info = build_datasets(experiment.data, cfg.task)
+    (x_tr, y_tr, _), (x_va, y_va, _), (x_te, y_te, _) = splits["train"], splits["val"], splits["test"]
+    data = Dataset(jnp.asarray(x_tr), jax.tree.map(jnp.asarray, y_tr), jnp.asarray(x_va), jax.tree.map(jnp.asarray, y_va))
+    train = make_train(cfg, data)
+    model = cfg.build_model()
+    log.info("%s: %s samples (train/val/test), window %d, %d features", experiment.name, info["samples"],
+             experiment.data.window, x_tr.shape[-1])
+
+    per_seed = []
+    for seed in progress(experiment.seeds, total=len(experiment.seeds), desc=f"{experiment.name} seeds"):
+        start = time.perf_counter()
+        result = train(jax.random.key(seed))
+        jax.block_until_ready(result.params)
+        seconds = time.perf_counter() - start
+        history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
+        best_epoch = int(result.best_epoch)
+        with TensorBoardWriter(out / "tensorboard" / f"seed_{seed}") as writer:
+            for epoch in range(cfg.epochs):
+                writer.scalars(epoch, {"train_loss": history["train_loss"][epoch], "val_loss": history["val_loss"][epoch]})
+            for path, leaf in jax.tree_util.tree_flatten_with_path(result.best_params)[0]:
+                writer.histogram(cfg.epochs, "params/" + "/".join(str(getattr(k, "key", k)) for k in path), np.asarray(leaf))
+        with Checkpointer(CheckpointConfig(directory=str((out / "checkpoints" / f"seed_{seed}").resolve()),
+                                           save_every_steps=1, keep_best=experiment.keep_best,
+                                           best_metric="val_loss", keep_last=1)) as ckpt:
+            best_val = history["val_loss"][best_epoch] if best_epoch >= 0 else float("nan")
+            ckpt.save(max(best_epoch, 0), {"params": result.best_params}, {"val_loss": best_val}, force=True)
+            if cfg.epochs - 1 != best_epoch:
+                ckpt.save(cfg.epochs - 1, {"params": result.params}, {"val_loss": history["val_loss"][-1]}, force=True)
+        outputs = _predict(model, result.best_params, x_te)
+        per_seed.append({"seed": seed, "seconds": seconds, "best_epoch": best_epoch, "history": history,
+                         "test": evaluate(cfg.task, outputs, y_te, y_tr, x_te)})
+
+    summary = {name: {metric: mean_ci([s["test"][name][metric] for s in per_seed]) for metric in per_seed[0]["test"][name]}
+               for name in per_seed[0]["test"]}
+    report = {"experiment": experiment.name, "train_config": dataclasses.asdict(cfg),
+              "data": dataclasses.asdict(experiment.data), "info": info, "seeds": per_seed, "summary": summary}
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(results_table(experiment, info, summary))
+    head = "model" if "model" in summary else next(iter(summary))
+    key = "macro_f1" if cfg.task == "classification" else "ic"
+    shown = summary[head][key]
+    return (f"{experiment.name}: {cfg.model} on {info['source']} ({info['samples']['train']:,} train / "
+            f"{info['samples']['test']:,} test samples, {len(per_seed)} seeds): test {key} {shown['mean']:.4f} "
+            f"(95% CI {shown['ci95'][0]:.4f} .. {shown['ci95'][1]:.4f}); full table in {out / 'results.md'}")
+
+
+def results_table(experiment: ExperimentConfig, info: dict, summary: dict) -> str:
+    """A Markdown table: rows = model and baselines, columns = metrics (mean [95% CI] over seeds)."""
+    metrics = sorted({m for row in summary.values() for m in row})
+    lines = [f"# {experiment.name}", "",
+             f"Source: {info['source']}; test split bars {info['split']['test']}; "
+             f"{info['samples']['test']:,} test samples; seeds {list(experiment.seeds)}; embargo {info['embargo']} bars.",
+             "Mean over seeds with a 95% Student-t confidence interval; baselines are deterministic.", "",
+             "| predictor | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
+    for name, row in summary.items():
+        cells = [f"{row[m]['mean']:.4f} [{row[m]['ci95'][0]:.4f}, {row[m]['ci95'][1]:.4f}]" if m in row else "" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
