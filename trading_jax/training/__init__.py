@@ -1,4 +1,4 @@
-"""Supervised training: `make_train(config, data) -> train(key)`, losses, augmentation, curriculum, pre-training.
+"""Supervised training: `make_train(config, data) -> train(key)`, `make_trainer` / `fit` (checkpointed, resumable), losses, augmentation, curriculum, pre-training.
 
 Names are imported lazily, so `import trading_jax.training` does not pull in JAX, Flax or optax until used.
 """
@@ -19,6 +19,7 @@ _EXPORTS = {
     # supervised training
     "make_train": "train", "TrainResult": "train", "make_schedule": "train", "make_optimizer": "train",
     "check_finite": "train", "early_stopping_update": "train", "EarlyStopping": "train", "make_mesh": "train",
+    "make_trainer": "train", "Trainer": "train", "TrainState": "train", "fit": "train",
     # self-supervised pre-training
     "make_pretrain": "pretrain", "PretrainResult": "pretrain", "random_time_mask": "pretrain",
     "masked_mse": "pretrain",

@@ -8,9 +8,12 @@ An experiment file (see `experiments/*.toml`) has a `name`, `seeds`, a `[data]` 
    `FeaturePipeline` tensor; the normaliser is fitted on the training split only;
 2. builds labels from t+1 onward (`future_return`, `direction_label`, ...) and the windows of each
    chronological split (embargo = horizon by default), dropping samples whose label crosses a split end;
-3. trains with `make_train(config, data) -> train(key)` (one jitted program, reused across seeds);
-4. saves the best and final params with Orbax, the per-epoch history to TensorBoard, and
-   evaluates the best params on the test split next to naive baselines.
+3. trains with `fit(make_trainer(config, data), key, ...)` (one jitted epoch chunk, reused across
+   seeds), saving the whole training state with Orbax after every epoch under
+   `checkpoints/seed_N` (the `keep_best` best by validation loss plus the latest; a rerun on the same
+   output folder resumes each seed from its latest checkpoint), per-epoch train/val loss scalars to
+   TensorBoard under `tensorboard/seed_N` and the best params' histograms at the end;
+4. evaluates the best params on the test split next to naive baselines.
 
 Results are the mean over seeds with a 95% Student-t confidence interval, written to
 `results.json` and `results.md` in the output folder.
@@ -271,7 +274,7 @@ def run_experiment(experiment: ExperimentConfig, out_dir: str | Path) -> str:
     from trading_jax.checkpoint import CheckpointConfig, Checkpointer
     from trading_jax.logging import TensorBoardWriter
     from trading_jax.training.config import Dataset
-    from trading_jax.training.train import make_train
+    from trading_jax.training.train import fit, make_trainer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +282,7 @@ def run_experiment(experiment: ExperimentConfig, out_dir: str | Path) -> str:
     splits, info = build_datasets(experiment.data, cfg.task)
     (x_tr, y_tr, _), (x_va, y_va, _), (x_te, y_te, _) = splits["train"], splits["val"], splits["test"]
     data = Dataset(jnp.asarray(x_tr), jax.tree.map(jnp.asarray, y_tr), jnp.asarray(x_va), jax.tree.map(jnp.asarray, y_va))
-    train = make_train(cfg, data)
+    trainer = make_trainer(cfg, data)
     model = cfg.build_model()
     log.info("%s: %s samples (train/val/test), window %d, %d features", experiment.name, info["samples"],
              experiment.data.window, x_tr.shape[-1])
@@ -287,23 +290,19 @@ def run_experiment(experiment: ExperimentConfig, out_dir: str | Path) -> str:
     per_seed = []
     for seed in progress(experiment.seeds, total=len(experiment.seeds), desc=f"{experiment.name} seeds"):
         start = time.perf_counter()
-        result = train(jax.random.key(seed))
-        jax.block_until_ready(result.params)
-        seconds = time.perf_counter() - start
-        history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
-        best_epoch = int(result.best_epoch)
-        with TensorBoardWriter(out / "tensorboard" / f"seed_{seed}") as writer:
-            for epoch in range(cfg.epochs):
-                writer.scalars(epoch, {"train_loss": history["train_loss"][epoch], "val_loss": history["val_loss"][epoch]})
-            for path, leaf in jax.tree_util.tree_flatten_with_path(result.best_params)[0]:
-                writer.histogram(cfg.epochs, "params/" + "/".join(str(getattr(k, "key", k)) for k in path), np.asarray(leaf))
+        # resumable: a rerun on the same out_dir continues from the latest checkpoint of each seed
         with Checkpointer(CheckpointConfig(directory=str((out / "checkpoints" / f"seed_{seed}").resolve()),
                                            save_every_steps=1, keep_best=experiment.keep_best,
-                                           best_metric="val_loss", keep_last=1)) as ckpt:
-            best_val = history["val_loss"][best_epoch] if best_epoch >= 0 else float("nan")
-            ckpt.save(max(best_epoch, 0), {"params": result.best_params}, {"val_loss": best_val}, force=True)
-            if cfg.epochs - 1 != best_epoch:
-                ckpt.save(cfg.epochs - 1, {"params": result.params}, {"val_loss": history["val_loss"][-1]}, force=True)
+                                           best_metric="val_loss", keep_last=1)) as ckpt, \
+                TensorBoardWriter(out / "tensorboard" / f"seed_{seed}") as writer:
+            result = fit(trainer, jax.random.key(seed), ckpt, every_epochs=1, writer=writer,
+                         desc=f"{experiment.name} seed {seed}")
+            jax.block_until_ready(result.params)
+            seconds = time.perf_counter() - start
+            for path, leaf in jax.tree_util.tree_flatten_with_path(result.best_params)[0]:
+                writer.histogram(cfg.epochs, "params/" + "/".join(str(getattr(k, "key", k)) for k in path), np.asarray(leaf))
+        history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
+        best_epoch = int(result.best_epoch)
         outputs = _predict(model, result.best_params, x_te)
         per_seed.append({"seed": seed, "seconds": seconds, "best_epoch": best_epoch, "history": history,
                          "test": evaluate(cfg.task, outputs, y_te, y_tr, x_te)})

@@ -12,7 +12,14 @@
    without improvement: later epochs run but every update is masked out, so shapes stay static;
 5. skips (masks out) any update whose loss or gradient norm is not finite and counts it.
 
-Randomness: `key` is split into init / dropout / per-epoch keys; the same key gives the same params,
+The same training is available as explicit steps over a checkpointable `TrainState`:
+`trainer = make_trainer(config, data)` gives `trainer.init(key) -> state`,
+`trainer.run(state, n_epochs) -> state` (the next `n_epochs`, static) and `trainer.result(state)`,
+with `result(run(init(key), epochs)) == train(key)` bit for bit for any chunking of the epochs.
+`fit(trainer, key, checkpointer, every_epochs, writer)` runs the chunks with Orbax checkpoints
+(best k by validation loss, exact resume from the latest), TensorBoard scalars and a tqdm bar.
+
+Randomness: `key` is split into init / dropout / per-epoch keys (epoch e: `split(k_epochs, epochs)[e]`); the same key gives the same params,
 bit for bit on CPU. Data-parallel: with a mesh holding a "data" axis (or `data_parallel=True`), every
 minibatch is sharded over that axis with `NamedSharding` and params/optimiser state are replicated;
 the dataset itself is replicated on every device.
@@ -64,6 +71,29 @@ class EarlyStopping(NamedTuple):
     def init(cls) -> "EarlyStopping":
         return cls(jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32),
                    jnp.asarray(False))
+
+
+class TrainState(NamedTuple):
+    """The whole training state between epochs (a pytree: checkpoint it to resume exactly).
+
+    Attributes:
+        params: current params.
+        opt_state: optimiser state.
+        key: typed PRNG key of the epochs; epoch `e` uses `jax.random.split(key, epochs)[e]`.
+        epoch: int32 scalar, epochs completed (the next epoch to run).
+        stopping: `EarlyStopping` state.
+        best_params: params after the best epoch so far (the initial params before any).
+        history: per-epoch `[epochs]` buffers as in `TrainResult.history`; entries of epochs not yet
+            run are NaN (losses), 0 or False.
+    """
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    epoch: jax.Array
+    stopping: EarlyStopping
+    best_params: Any
+    history: dict
 
 
 def early_stopping_update(state: EarlyStopping, epoch, val_loss, patience: int | None):
@@ -283,7 +313,13 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
         losses = jax.lax.map(one, (data.x_val, data.y_val), batch_size=min(config.eval_batch_size, n_val))
         return jnp.mean(losses)
 
-    def _train(key, data, init_params):
+    def _shapes(params, data):
+        x0 = data.x_train[:1]
+        out_shapes = jax.eval_shape(lambda p: apply(p, x0, False), params)
+        logits = out_shapes.get("logits") if config.task == "classification" else out_shapes.get("direction_logits")
+        return None if logits is None else logits.shape[-1]
+
+    def _init(key, data, init_params) -> TrainState:
         k_init, k_drop, k_epochs = jax.random.split(key, 3)
         x0 = data.x_train[:1]
         if init_params is None:
@@ -291,11 +327,16 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
         else:
             params = init_params
         params = _constrain(params, replicated)
-        out_shapes = jax.eval_shape(lambda p: apply(p, x0, False), params)
-        logits = out_shapes.get("logits") if config.task == "classification" else out_shapes.get("direction_logits")
-        n_classes = None if logits is None else logits.shape[-1]
-        opt_state = tx.init(params)
+        history = {"train_loss": jnp.full((epochs,), jnp.nan, jnp.float32),
+                   "val_loss": jnp.full((epochs,), jnp.nan, jnp.float32),
+                   "skipped_steps": jnp.zeros((epochs,), jnp.int32),
+                   "stopped": jnp.zeros((epochs,), bool),
+                   "pool": jnp.zeros((epochs,), jnp.int32)}
+        return TrainState(params, tx.init(params), k_epochs, jnp.zeros((), jnp.int32), EarlyStopping.init(),
+                          params, history)
 
+    def _run(state: TrainState, data, n_epochs: int) -> TrainState:
+        n_classes = _shapes(state.params, data)
         if config.curriculum:
             difficulty = data.difficulty
             if difficulty is None:
@@ -303,6 +344,8 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
             order = jnp.argsort(difficulty, stable=True)
         else:
             order = None
+        # the per-epoch keys of the whole run (`epochs` is static), so any chunking draws the same keys
+        epoch_keys = jax.random.split(state.key, epochs)
 
         def step(carry, xs):
             params, opt_state = carry
@@ -324,9 +367,11 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
             opt_state = _select(do, new_opt_state, opt_state)
             return (params, opt_state), (loss, do, active & ~finite)
 
-        def epoch(carry, xs):
-            params, opt_state, stopping, best_params = carry
-            e, key = xs
+        def epoch(state: TrainState, _):
+            e = state.epoch
+            params, opt_state, stopping, best_params = state.params, state.opt_state, state.stopping, state.best_params
+            in_range = e < epochs  # epochs past the end (n_epochs too large) leave the state unchanged
+            key = epoch_keys[jnp.minimum(e, epochs - 1)]
             k_perm, k_steps = jax.random.split(key)
             if order is None:
                 pool = jnp.asarray(n_train, jnp.int32)
@@ -335,7 +380,7 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
                 pool = curriculum.pool_size(e, n_train, epochs, config.curriculum_start, config.curriculum_ramp)
                 idx = _epoch_indices(k_perm, n_train, steps, batch, order, pool)
             n_active = jnp.maximum(1, pool // batch)
-            active = (jnp.arange(steps) < n_active) & ~stopping.stopped
+            active = (jnp.arange(steps) < n_active) & ~stopping.stopped & in_range
             (params, opt_state), (losses, done, skipped) = jax.lax.scan(
                 step, (params, opt_state), (idx, jax.random.split(k_steps, steps), active)
             )
@@ -343,28 +388,180 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
             train_loss = jnp.where(n_done > 0, jnp.sum(jnp.where(done, losses, 0.0)) / jnp.maximum(n_done, 1), jnp.nan)
             v = val_loss(params, data)
             was_stopped = stopping.stopped
-            stopping, improved = early_stopping_update(stopping, e, v, config.patience)
-            best_params = _select(improved, params, best_params)
+            new_stopping, improved = early_stopping_update(stopping, e, v, config.patience)
+            best_params = _select(improved & in_range, params, best_params)
+            stopping = _select(in_range, new_stopping, stopping)
             record = {"train_loss": train_loss, "val_loss": v, "skipped_steps": jnp.sum(skipped).astype(jnp.int32),
                       "stopped": was_stopped, "pool": jnp.where(was_stopped, 0, jnp.minimum(pool, n_active * batch))}
-            return (params, opt_state, stopping, best_params), record
+            # out of range: the index `epochs` is dropped by the scatter, so the history is untouched
+            slot = jnp.where(in_range, e, epochs)
+            history = {k: buf.at[slot].set(record[k].astype(buf.dtype), mode="drop")
+                       for k, buf in state.history.items()}
+            new = TrainState(params, opt_state, state.key, jnp.where(in_range, e + 1, e).astype(jnp.int32),
+                             stopping, best_params, history)
+            return new, None
 
-        carry = (params, opt_state, EarlyStopping.init(), params)
-        (params, _, stopping, best_params), history = jax.lax.scan(
-            epoch, carry, (jnp.arange(epochs), jax.random.split(k_epochs, epochs))
-        )
-        return TrainResult(params, best_params, history, stopping.best_epoch)
+        state, _ = jax.lax.scan(epoch, state, None, length=n_epochs)
+        return state
+
+    def _result(state: TrainState) -> TrainResult:
+        return TrainResult(state.params, state.best_params, state.history, state.stopping.best_epoch)
+
+    def _train(key, data, init_params):
+        return _result(_run(_init(key, data, init_params), data, epochs))
 
     jitted = jax.jit(_train)
+    jit_init = jax.jit(_init)
+    jit_run = jax.jit(_run, static_argnums=2)
+    jit_result = jax.jit(_result)
     default_data = data
 
     def train(key, data=None, params=None) -> TrainResult:
         """Train from `key` (optionally on another same-shaped `data`, from given initial `params`)."""
         return jitted(key, default_data if data is None else data, params)
 
+    def init(key, data=None, params=None) -> TrainState:
+        """The state before epoch 0 (params from `key`, or the given initial `params`)."""
+        return jit_init(key, default_data if data is None else data, params)
+
+    def run(state: TrainState, n_epochs: int, data=None) -> TrainState:
+        """Run the next `n_epochs` (static) epochs from `state.epoch`; epochs past `config.epochs` are no-ops."""
+        return jit_run(state, default_data if data is None else data, int(n_epochs))
+
     train.jitted = jitted
     train.model = model
     train.config = config
     train.steps_per_epoch = steps
     train.mesh = mesh
+    train.trainer = Trainer(init=init, run=run, result=jit_result, train=train, config=config, model=model,
+                            steps_per_epoch=steps, mesh=mesh)
     return train
+
+
+class Trainer(NamedTuple):
+    """Training as explicit, checkpointable steps (see `make_trainer`).
+
+    Attributes:
+        init: `init(key, data=None, params=None) -> TrainState` (jitted).
+        run: `run(state, n_epochs, data=None) -> TrainState`: a `lax.scan` over the next `n_epochs`
+            (static: one compilation per distinct value) epochs, continuing from `state.epoch`.
+        result: `result(state) -> TrainResult` (jitted).
+        train: the one-shot `train(key, data=None, params=None) -> TrainResult` of `make_train`.
+        config, model, steps_per_epoch, mesh: as on `train`.
+    """
+
+    init: Any
+    run: Any
+    result: Any
+    train: Any
+    config: TrainConfig
+    model: Any
+    steps_per_epoch: int
+    mesh: Any
+
+
+def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False) -> Trainer:
+    """`make_train`, split into `init` / `run` / `result` over an explicit `TrainState`.
+
+    `trainer.result(trainer.run(trainer.init(key), config.epochs))` equals `trainer.train(key)` bit for
+    bit, and so does any chunking of the epochs (`run(run(s, 2), 3)`): epoch `e` draws its randomness
+    from `jax.random.split(state.key, config.epochs)[e]`. Arguments and errors are those of `make_train`.
+    """
+    return make_train(config, data, mesh=mesh, data_parallel=data_parallel).trainer
+
+
+# ------------------------------------------------------------------------------------------ fit
+
+
+def fit(trainer: Trainer, key, checkpointer=None, every_epochs: int = 1, writer=None, show_progress: bool = True,
+        *, max_epochs: int | None = None, callback=None, param_histograms: bool = False, desc: str = "train",
+        data=None) -> TrainResult:
+    """Train in chunks of `every_epochs` epochs with checkpoints, TensorBoard scalars and a progress bar.
+
+    The final result equals `trainer.train(key)` bit for bit, however the run is chunked, interrupted
+    and resumed.
+
+    Args:
+        trainer: from `make_trainer`.
+        key: the training key (the same key must be passed when resuming).
+        checkpointer: a `trading_jax.checkpoint.Checkpointer`, or None. If it holds a checkpoint,
+            training resumes from its latest step (restored into `trainer.init(key)`'s structure).
+            After each chunk the whole `TrainState` is saved at step = epochs completed, with metrics
+            `{"val_loss": last epoch's val_loss, "train_loss": ...}` (its `best_metric` should be
+            "val_loss" or "train_loss"). The checkpointer's `save_every_steps` applies (the last
+            epoch is always saved).
+        every_epochs: epochs per jitted chunk (and per checkpoint / log write).
+        writer: a `trading_jax.logging.TensorBoardWriter`, or None: per-epoch "train_loss", "val_loss"
+            and "skipped_steps" scalars at step = epoch index, and (with `param_histograms`) a
+            histogram of every param leaf after each chunk.
+        show_progress: a tqdm bar on stderr over epochs, with the last loss, val loss and throughput
+            (training samples per second, compilation of the first chunk included).
+        max_epochs: stop (without error) once this many epochs are done; resume later with another call.
+        callback: `callback(state, records)` after each chunk (after the checkpoint is written);
+            `records` holds the chunk's per-epoch history as NumPy arrays. It may raise to stop.
+        param_histograms: also write param histograms after each chunk (needs `writer`).
+        desc: the progress bar's label.
+        data: train on another same-shaped dataset (as `train(key, data=...)`).
+
+    Returns:
+        `trainer.result(state)` of the final state (after `max_epochs` when given: a partial run).
+    """
+    import sys
+    import time
+
+    from trading_jax.logging import get_logger
+
+    log = get_logger(__name__)
+    if every_epochs < 1:
+        raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
+    epochs = trainer.config.epochs
+    stop_at = epochs if max_epochs is None else max(0, min(epochs, int(max_epochs)))
+    state = trainer.init(key, data)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        step = checkpointer.latest_step()
+        state = checkpointer.restore(step, target=state)
+        log.info("resuming training from the checkpoint at epoch %d", int(state.epoch))
+    done = int(state.epoch)
+
+    bar = None
+    if show_progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, initial=done, desc=desc, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+        except ImportError:  # pragma: no cover - tqdm is a core dependency
+            bar = None
+    try:
+        while done < stop_at:
+            n = min(every_epochs, stop_at - done)
+            start = time.perf_counter()
+            state = trainer.run(state, n, data)
+            history = jax.tree.map(lambda a: np.asarray(a)[done : done + n], jax.device_get(state.history))
+            seconds = max(time.perf_counter() - start, 1e-9)
+            new_done = int(state.epoch)
+            last = {"val_loss": float(history["val_loss"][-1]), "train_loss": float(history["train_loss"][-1])}
+            if checkpointer is not None:
+                checkpointer.save(new_done, state, last, force=new_done == epochs)
+            if writer is not None:
+                for i in range(n):
+                    writer.scalars(done + i, {"train_loss": history["train_loss"][i], "val_loss": history["val_loss"][i],
+                                              "skipped_steps": history["skipped_steps"][i]})
+                if param_histograms:
+                    for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+                        name = "params/" + "/".join(str(getattr(k, "key", k)) for k in path)
+                        writer.histogram(new_done, name, np.asarray(leaf))
+                writer.flush()
+            samples = int(np.sum(history["pool"]))
+            if bar is not None:
+                bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_loss=f"{last['val_loss']:.4g}",
+                                samples_per_s=f"{samples / seconds:.4g}", refresh=False)
+                bar.update(new_done - done)
+            log.debug("epochs %d-%d: loss %.4g, val_loss %.4g, %.4g samples/s", done, new_done - 1,
+                      last["train_loss"], last["val_loss"], samples / seconds)
+            done = new_done
+            if callback is not None:
+                callback(state, history)
+    finally:
+        if bar is not None:
+            bar.close()
+    return trainer.result(state)
