@@ -265,6 +265,23 @@ class TransformerEncoder(nn.Module):
         return h, jnp.stack(weights, axis=1)
 
 
+def _encoder(model) -> TransformerEncoder:
+    """The encoder of a model with the transformer fields (called inside its compact `__call__`)."""
+    return TransformerEncoder(
+        d_model=model.d_model,
+        num_heads=model.num_heads,
+        num_layers=model.num_layers,
+        dim_feedforward=model.dim_feedforward,
+        dropout=model.dropout,
+        max_seq_length=model.max_seq_length,
+        activation=model.activation,
+        norm_first=model.norm_first,
+        causal=model.causal,
+        dtype=model.dtype,
+        name="encoder",
+    )
+
+
 class PricePredictionTransformer(nn.Module):
     """Seed 000's multi-horizon price transformer.
 
@@ -321,19 +338,7 @@ class PricePredictionTransformer(nn.Module):
             ``"sequence"`` ``[batch, T, d]``: last-layer hidden states;
             ``"attention"`` ``[batch, L, h, T, T]`` only when ``return_attention``.
         """
-        hidden, attention = TransformerEncoder(
-            d_model=self.d_model,
-            num_heads=self.num_heads,
-            num_layers=self.num_layers,
-            dim_feedforward=self.dim_feedforward,
-            dropout=self.dropout,
-            max_seq_length=self.max_seq_length,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            causal=self.causal,
-            dtype=self.dtype,
-            name="encoder",
-        )(x, train=train)
+        hidden, attention = _encoder(self)(x, train=train)
         last = hidden[:, -1, :]
         outs = []
         for i, _ in enumerate(self.horizons):
@@ -399,19 +404,7 @@ class DirectionTransformer(nn.Module):
         """
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
-        hidden, attention = TransformerEncoder(
-            d_model=self.d_model,
-            num_heads=self.num_heads,
-            num_layers=self.num_layers,
-            dim_feedforward=self.dim_feedforward,
-            dropout=self.dropout,
-            max_seq_length=self.max_seq_length,
-            activation=self.activation,
-            norm_first=self.norm_first,
-            causal=self.causal,
-            dtype=self.dtype,
-            name="encoder",
-        )(x, train=train)
+        hidden, attention = _encoder(self)(x, train=train)
         pooled = hidden[:, -1, :] if self.pooling == "last" else hidden.mean(axis=1)
         logits = nn.Dense(self.n_classes, dtype=self.dtype, param_dtype=jnp.float32, name="classifier")(pooled)
         logits = logits.astype(jnp.float32)
