@@ -26,7 +26,7 @@ import optax
 
 from trading_jax.training.config import TrainConfig
 from trading_jax.training.train import (
-    _cast, _compute_dtype, _constrain, _epoch_indices, _select, _sharding, check_finite, make_mesh, make_optimizer,
+    _cast, _compute_dtype, _constrain, _epoch_indices, _prepare_batches, _select, check_finite, make_optimizer,
 )
 
 
@@ -79,14 +79,7 @@ def make_pretrain(config: TrainConfig, x, mesh=None, data_parallel: bool = False
     """
     check_finite("x", x)
     n, time, features = x.shape
-    steps = n // config.batch_size
-    if steps == 0:
-        raise ValueError(f"n={n} is smaller than batch_size={config.batch_size}: no full minibatch")
-    if data_parallel and mesh is None:
-        mesh = make_mesh()
-    batch_sharding, replicated = _sharding(mesh, config)
-    if replicated is not None:
-        x = jax.device_put(x, replicated)
+    steps, mesh, batch_sharding, replicated, x = _prepare_batches(config, n, "n", x, mesh, data_parallel)
     net = Reconstructor(config.build_model(), features)
     dtype = _compute_dtype(config)
     tx = make_optimizer(config, config.epochs * steps)

@@ -224,6 +224,20 @@ def _apply_fn(model, config: TrainConfig):
     return apply
 
 
+def _prepare_batches(config: TrainConfig, n: int, what: str, data, mesh, data_parallel: bool):
+    """Minibatches per epoch, the mesh (built when `data_parallel`), the batch and replicated
+    shardings, and `data` replicated over the mesh. Raises if `n` samples do not fill one minibatch."""
+    steps = n // config.batch_size
+    if steps == 0:
+        raise ValueError(f"{what}={n} is smaller than batch_size={config.batch_size}: no full minibatch")
+    if data_parallel and mesh is None:
+        mesh = make_mesh()
+    batch_sharding, replicated = _sharding(mesh, config)
+    if replicated is not None:
+        data = jax.device_put(data, replicated)
+    return steps, mesh, batch_sharding, replicated, data
+
+
 def _sharding(mesh, config: TrainConfig):
     if mesh is None:
         return None, None
@@ -267,14 +281,7 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
     """
     _check_data(data)
     n_train = int(jax.tree.leaves(data.x_train)[0].shape[0])
-    steps = n_train // config.batch_size
-    if steps == 0:
-        raise ValueError(f"n_train={n_train} is smaller than batch_size={config.batch_size}: no full minibatch")
-    if data_parallel and mesh is None:
-        mesh = make_mesh()
-    batch_sharding, replicated = _sharding(mesh, config)
-    if replicated is not None:
-        data = jax.device_put(data, replicated)
+    steps, mesh, batch_sharding, replicated, data = _prepare_batches(config, n_train, "n_train", data, mesh, data_parallel)
 
     model = config.build_model()
     apply = _apply_fn(model, config)
