@@ -322,13 +322,30 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
     diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(multi.params)))
     devices = min(len(leaf.sharding.device_set) for leaf in jax.tree.leaves(multi.params))
-    print(json.dumps({"diff": diff, "devices": devices,
+    # fit on the 4-device mesh: stop after 2 epochs, resume with a fresh trainer and checkpointer
+    import tempfile
+    from trading_jax.checkpoint import CheckpointConfig, Checkpointer
+    from trading_jax.training import fit, make_trainer
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = lambda: Checkpointer(CheckpointConfig(tmp, save_every_steps=1, best_metric="val_loss"))
+        first = ckpt()
+        fit(make_trainer(config, data, mesh=make_mesh(4)), jax.random.key(0), first, max_epochs=2,
+            show_progress=False)
+        first.close()
+        second = ckpt()
+        resumed = fit(make_trainer(config, data, mesh=make_mesh(4)), jax.random.key(0), second,
+                      show_progress=False)
+        second.close()
+    fit_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                   for a, b in zip(jax.tree.leaves(multi.params), jax.tree.leaves(resumed.params)))
+    fit_devices = min(len(leaf.sharding.device_set) for leaf in jax.tree.leaves(resumed.params))
+    print(json.dumps({"diff": diff, "devices": devices, "fit_diff": fit_diff, "fit_devices": fit_devices,
                       "val": np.asarray(multi.history["val_loss"]).tolist()}))
     """
 )
 
 
-def test_one_and_four_devices_agree():
+def test_one_and_four_devices_agree_and_fit_resumes_on_four_devices():
     # 4 forced CPU devices; both runs are in the subprocess, so a faster (less optimised) XLA backend is fair
     flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
@@ -339,3 +356,5 @@ def test_one_and_four_devices_agree():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["devices"] == 4
     assert report["diff"] < 1e-5, report
+    assert report["fit_devices"] == 4  # the resumed state came back sharded over the mesh
+    assert report["fit_diff"] == 0.0, report  # stop + resume on 4 devices == uninterrupted train on 4
