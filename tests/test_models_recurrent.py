@@ -16,7 +16,9 @@ from trading_jax.models.recurrent import (
     AdditiveAttentionPooling,
     BiLSTM,
     StackedLSTM,
+    lstm_cell_step,
     lstm_param_count,
+    lstm_recurrence,
 )
 
 BATCH, TIME, FEATURES, N_INDICATORS = 16, 12, 4, 3
@@ -160,6 +162,33 @@ def test_lstm_recurrence_is_a_plain_lax_scan_in_the_jaxpr():
     names = set(primitive_names(jaxpr.jaxpr))
     assert "scan" in names
     assert not any("while" == n for n in names)  # one scan over time, no other loop construct
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_recurrence_custom_vjp_matches_autodiff_of_the_reference_cell(reverse):
+    """`lstm_recurrence`'s hand-written backward pass against `jax.grad` through a scan of `lstm_cell_step`,
+    with an initial carry and a loss on the outputs and on both final-carry components."""
+    time_, batch, hidden = 7, 3, 5
+    w_h, projected = 0.5 * normal(20, hidden, 4 * hidden), normal(21, time_, batch, 4 * hidden)
+    h0, c0, target = 0.5 * normal(22, batch, hidden), 0.5 * normal(23, batch, hidden), normal(24, time_, batch, hidden)
+
+    def reference(w_h, projected, h0, c0):
+        (h, c), hs = jax.lax.scan(lambda carry, p: lstm_cell_step(w_h, carry, p), (h0, c0), projected, reverse=reverse)
+        return hs, (h, c)
+
+    def loss(recurrence):
+        def fn(*args):
+            hs, (h, c) = recurrence(*args)
+            return jnp.sum((hs - target) ** 2) + jnp.sum(h**3) + jnp.sum(0.7 * c * c)
+
+        return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3)))
+
+    args = (w_h, projected, h0, c0)
+    ref_value, ref_grads = loss(reference)(*args)
+    value, grads = loss(lambda *a: lstm_recurrence(*a, reverse))(*args)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
 def test_bilstm_backward_half_equals_the_forward_lstm_on_time_reversed_input_then_reversed():
