@@ -332,3 +332,23 @@ def test_tiny_multitask_overfits_a_small_batch_with_learned_task_weights():
     assert float(after.sum()) < 0.1 * float(before.sum()), (before, after)
     # the learned log-variances fall as the task losses shrink (s* = log L or log 2L)
     assert bool(jnp.all(trained["params"]["log_vars"] < 0))
+
+
+def test_tcn_layer_norm_matches_flax_layer_norm_in_value_and_gradient():
+    """The TCN's LayerNorm (hand-written VJP) against `flax.linen.LayerNorm` with the same params."""
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.key(0), (3, 7, 16)) * 2.0 + 0.5
+    target = jax.random.normal(jax.random.key(1), (3, 7, 16))
+    ours, theirs = tcn_mod.LayerNorm(), nn.LayerNorm(epsilon=1e-6)
+    params = theirs.init(jax.random.key(2), x)
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(3), p.shape), params)  # not 1s and 0s
+
+    def loss(model):
+        return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum((model.apply(p, x) - target) ** 3), argnums=(0, 1)))
+
+    (value, (dp, dx)), (ref_value, (ref_dp, ref_dx)) = loss(ours)(params, x), loss(theirs)(params, x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-5)
+    for got, want in zip(jax.tree.leaves(dp), jax.tree.leaves(ref_dp)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -24,9 +24,11 @@ document's "receptive field 256" is the one-convolution-per-block count with k =
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from trading_jax.models.registry import register
@@ -90,6 +92,59 @@ def causal_conv(
     )
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float = 1e-6) -> jnp.ndarray:
+    """LayerNorm over the last axis, as `flax.linen.LayerNorm` computes it, with a hand-written VJP.
+
+    Forward: ``m = mean(x)``, ``v = max(mean(x^2) - m^2, 0)``, ``r = rsqrt(v + eps)``, ``xhat = (x - m) r``,
+    ``y = xhat * scale + bias``. Backward, with ``g = dy * scale``:
+
+        dx = r (g - mean(g) - xhat mean(g xhat)),   dscale = sum(dy xhat),   dbias = sum(dy)
+
+    (one fused pass over the saved ``xhat`` and ``r``; autodiff of the forward keeps more intermediates).
+    """
+    return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.maximum((x * x).mean(-1, keepdims=True) - mean * mean, 0.0)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    xhat = (x - mean) * rstd
+    return xhat * scale + bias, (xhat, rstd, scale)
+
+
+def _layer_norm_bwd(epsilon, res, dy):
+    del epsilon
+    xhat, rstd, scale = res
+    g = dy * scale
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    axes = tuple(range(dy.ndim - 1))
+    return dx, (dy * xhat).sum(axes), dy.sum(axes)
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+    """`flax.linen.LayerNorm` over the last axis (same params ``scale``, ``bias``, epsilon 1e-6), computed by
+    `layer_norm` (hand-written VJP). Output in `dtype` (None: the input's)."""
+
+    epsilon: float = 1e-6
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        dtype = self.dtype or jnp.result_type(x, scale)
+        # Statistics and normalisation in float32 (as flax does for low-precision inputs).
+        y = layer_norm(x.astype(jnp.float32), scale.astype(jnp.float32), bias.astype(jnp.float32), self.epsilon)
+        return y.astype(dtype)
+
+
 class TemporalBlock(nn.Module):
     """One residual block: two causal dilated convolutions, each followed by LayerNorm, activation
     and dropout; a 1x1 convolution on the residual path when the channel count changes.
@@ -110,7 +165,7 @@ class TemporalBlock(nn.Module):
         h = x
         for i in range(2):
             h = causal_conv(self.features, self.kernel_size, self.dilation, self.dtype, name=f"conv{i}")(h)
-            h = nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32, name=f"norm{i}")(h)
+            h = LayerNorm(dtype=self.dtype, param_dtype=jnp.float32, name=f"norm{i}")(h)
             h = act(h)
             if self.dropout > 0.0:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
