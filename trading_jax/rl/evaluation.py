@@ -1,0 +1,283 @@
+"""Vectorised policy evaluation: one episode in each of many environments, statistics and comparisons.
+
+    stats = rollout_episodes(env, env_params, policy, key, n_episodes=1000)
+    summarize(stats.info["shortfall_bps"])         # {"mean", "std", "n", "ci95_low", "ci95_high"}
+    compare(env, env_params, {"twap": p1, "immediate": p2}, key, 1000, metrics="shortfall_bps", reference="twap")
+
+`rollout_many` (and so `compare`) runs several policies in ONE compiled program (a vmap over the index
+of a `lax.switch` of the policies): the env's step compiles once for the whole comparison, and calling
+again with other `env_params` or another key reuses it.
+
+**Episodes.** `rollout_episodes` resets `n_episodes` environments (vmapped) and runs a `lax.scan` of
+`max_steps` vmapped steps. Each environment runs exactly ONE episode: a done mask freezes its total
+reward, length and final `info` at its first `terminated | truncated`; the steps after it (gymnax's
+auto-reset has started a new episode there) are computed, because the batch moves in lock step, but
+ignored. The final `info` is the `info` of the step that ended the episode (e.g. the execution env's
+`shortfall_bps` at completion, the trading env's `equity` after the last decision).
+
+**Common random numbers.** Episode `i`'s keys are functions of `(key, i)` and the step index only:
+`reset_key_i, env_key_i, policy_key_i = split(split(key, n_episodes)[i], 3)`, step `s` uses
+`fold_in(env_key_i, s)` for the env and `fold_in(policy_key_i, s)` for the policy. The execution env
+draws all the noise of a step from its step key (`orderbook.draw_noise(key)` after gymnax's split;
+nothing depends on the action), and the trading and portfolio envs draw only the episode start from
+the reset key; so with the same `key`, every policy faces the same episode starts and the same market
+noise, and `compare` can report paired differences (much tighter than the difference of two
+independent means). The keys of episode `i` depend on `n_episodes` (through the split): compare
+policies at equal `n_episodes`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+__all__ = ["EpisodeStats", "rollout_episodes", "rollout_many", "summarize", "compare", "default_max_steps"]
+
+
+class EpisodeStats(NamedTuple):
+    """Per-episode results of `rollout_episodes` (leading axis: episodes).
+
+    Attributes:
+        total_reward: `[n]` float32, sum of the rewards up to and including the ending step.
+        length: `[n]` int32, steps taken in the episode (`max_steps` if it did not end).
+        done: `[n]` bool, whether the episode ended within `max_steps`.
+        info: dict of `[n, ...]`: each `info` entry of the step that ended the episode (for an episode
+            that did not end: of its last step, `max_steps`), including gymnax's `terminated` and
+            `truncated` (`final_observation` is left out).
+        trajectory: dict of `[n, max_steps, ...]`, the per-step values named in `record` (empty by
+            default). Steps `s >= length` belong to auto-reset episodes: mask them with
+            `arange(max_steps) < length[:, None]`.
+    """
+
+    total_reward: Array
+    length: Array
+    done: Array
+    info: dict[str, Array]
+    trajectory: dict[str, Array] = {}
+
+
+def default_max_steps(env) -> int:
+    """The longest episode of the env: `horizon` (execution) or `episode_length` (trading, portfolio)."""
+    for name in ("horizon", "episode_length"):
+        if hasattr(env, name):
+            return int(getattr(env, name))
+    raise ValueError(f"pass max_steps: {type(env).__name__} has no horizon or episode_length")
+
+
+def _episode_keys(key: Array, n_episodes: int) -> tuple[Array, Array, Array]:
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.split(key, n_episodes))
+    return keys[:, 0], keys[:, 1], keys[:, 2]
+
+
+def _rollout(env, env_params, policy, key, n_episodes: int, max_steps: int, record: tuple = ()) -> EpisodeStats:
+    reset_keys, env_keys, policy_keys = _episode_keys(key, n_episodes)
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+
+    act = jax.vmap(policy, in_axes=(0, 0, 0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def one_step(obs, state, s):
+        k_env = jax.vmap(jax.random.fold_in, in_axes=(0, None))(env_keys, s)
+        k_pol = jax.vmap(jax.random.fold_in, in_axes=(0, None))(policy_keys, s)
+        action = act(obs, state, k_pol, env_params)
+        obs2, state2, reward, terminated, truncated, info = step(k_env, state, action, env_params)
+        info = {k: v for k, v in info.items() if k != "final_observation"}
+        return obs2, state2, reward, jnp.logical_or(terminated, truncated), info, action
+
+    # info structure and dtypes, for the carry
+    info_shape = jax.eval_shape(lambda o, st: one_step(o, st, 0)[4], obs, state)
+    info0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
+
+    def body(carry, s):
+        obs, state, done, total, length, final = carry
+        obs, state, reward, ended, info, action = one_step(obs, state, s)
+        active = ~done
+        total = total + jnp.where(active, reward, 0.0)
+        length = length + active.astype(jnp.int32)
+        # keep the info of the ending step (or of the last step, for an episode still running)
+        take = active & (ended | (s == max_steps - 1))
+        final = jax.tree.map(
+            lambda f, v: jnp.where(take.reshape(take.shape + (1,) * (v.ndim - 1)), v, f), final, info
+        )
+        extra = {"action": action, "reward": reward}
+        recorded = {name: extra[name] if name in extra else info[name] for name in record}
+        return (obs, state, done | ended, total, length, final), recorded
+
+    init = (
+        obs,
+        state,
+        jnp.zeros((n_episodes,), bool),
+        jnp.zeros((n_episodes,), jnp.float32),
+        jnp.zeros((n_episodes,), jnp.int32),
+        info0,
+    )
+    (_, _, done, total, length, final), recorded = jax.lax.scan(body, init, jnp.arange(max_steps))
+    trajectory = {name: jnp.swapaxes(v, 0, 1) for name, v in recorded.items()}
+    return EpisodeStats(total_reward=total, length=length, done=done, info=final, trajectory=trajectory)
+
+
+@partial(jax.jit, static_argnames=("env", "policies", "n_episodes", "max_steps", "record"))
+def _rollout_many(env, env_params, policies: tuple, key, n_episodes: int, max_steps: int, record: tuple) -> EpisodeStats:
+    """`_rollout` of every policy on the same keys, stacked on a leading `[P]` axis, in ONE program
+    (a vmap over the policy index of a `lax.switch`: one compilation for the whole comparison)."""
+    if len(policies) == 1:
+        return jax.tree.map(lambda x: x[None], _rollout(env, env_params, policies[0], key, n_episodes, max_steps, record))
+
+    def run(index):
+        def policy(obs, state, k, params):
+            return jax.lax.switch(index, policies, obs, state, k, params)
+
+        return _rollout(env, env_params, policy, key, n_episodes, max_steps, record)
+
+    return jax.vmap(run)(jnp.arange(len(policies)))
+
+
+def rollout_many(
+    env,
+    env_params,
+    policies: Sequence[Callable],
+    key: Array,
+    n_episodes: int,
+    max_steps: int | None = None,
+    record: Sequence[str] = (),
+) -> EpisodeStats:
+    """`rollout_episodes` of several policies on the same episodes, compiled once: `[P, n_episodes]` stats.
+
+    The policies must return actions of the same shape and dtype (they do for one env). The compiled
+    program is cached on (env, policies, n_episodes, max_steps, record): calling again with other
+    `env_params` (e.g. another impact coefficient) or another key does not recompile.
+    """
+    max_steps, env_params = _check_sizes(env, env_params, n_episodes, max_steps)
+    return _rollout_many(env, env_params, tuple(policies), key, int(n_episodes), int(max_steps), tuple(record))
+
+
+def _check_sizes(env, env_params, n_episodes, max_steps):
+    if max_steps is None:
+        max_steps = default_max_steps(env)
+    if int(n_episodes) < 1 or int(max_steps) < 1:
+        raise ValueError(f"n_episodes and max_steps must be >= 1; got {n_episodes}, {max_steps}")
+    if env_params is None:
+        env_params = env.default_params
+    return int(max_steps), env_params
+
+
+def rollout_episodes(
+    env,
+    env_params,
+    policy: Callable,
+    key: Array,
+    n_episodes: int,
+    max_steps: int | None = None,
+    record: Sequence[str] = (),
+) -> EpisodeStats:
+    """Run one episode in each of `n_episodes` environments in parallel (module docstring).
+
+    Args:
+        env: a gymnax environment (ours: execution, trading, portfolio).
+        env_params: its params (shared by all episodes).
+        policy: `policy(obs, state, key, env_params) -> action` for ONE environment (vmapped here);
+            hashable (a function is), it is a static argument of the compiled rollout.
+        key: PRNG key; the same key gives the same episodes to every policy (common random numbers).
+        n_episodes: episodes (= parallel environments).
+        max_steps: steps to run; default `default_max_steps(env)` (enough for every episode to end).
+        record: per-step values to return in `EpisodeStats.trajectory` (`[n, max_steps, ...]`): `info`
+            entries, "action" or "reward".
+
+    Returns:
+        `EpisodeStats` with `[n_episodes]` leading axes.
+    """
+    stats = rollout_many(env, env_params, (policy,), key, n_episodes, max_steps, record)
+    return jax.tree.map(lambda x: x[0], stats)
+
+
+def summarize(values) -> dict[str, float]:
+    """Mean, sample std (ddof 1), count and the 95% Student-t confidence interval of the mean.
+
+    `mean +- t_{0.975, n-1} * std / sqrt(n)` (`trading_jax.training.experiment.mean_ci`); NaN std and
+    interval for fewer than 2 values.
+
+    Returns:
+        `{"mean", "std", "n", "ci95_low", "ci95_high"}` (floats, `n` an int).
+    """
+    from trading_jax.training.experiment import mean_ci
+
+    v = np.asarray(values, np.float64).reshape(-1)
+    if v.size == 0:
+        raise ValueError("summarize: no values")
+    out = mean_ci(v)
+    low, high = out["ci95"]
+    return {"mean": out["mean"], "std": out["std"], "n": int(out["n"]), "ci95_low": low, "ci95_high": high}
+
+
+def _metric_values(stats: EpisodeStats, metric) -> np.ndarray:
+    if callable(metric):
+        return np.asarray(metric(stats), np.float64)
+    if metric == "total_reward":
+        return np.asarray(stats.total_reward, np.float64)
+    if metric == "length":
+        return np.asarray(stats.length, np.float64)
+    if metric not in stats.info:
+        raise KeyError(f"unknown metric {metric!r}; info has {sorted(stats.info)}")
+    return np.asarray(stats.info[metric], np.float64)
+
+
+def compare(
+    env,
+    env_params,
+    policies: Mapping[str, Callable],
+    key: Array,
+    n_episodes: int,
+    max_steps: int | None = None,
+    metrics: Sequence[Any] | str = ("total_reward",),
+    reference: str | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate several policies on the SAME episodes (same `key`: common random numbers).
+
+    Args:
+        env, env_params, key, n_episodes, max_steps: as `rollout_episodes`.
+        policies: name -> policy.
+        metrics: names of per-episode values ("total_reward", "length" or an `info` entry such as
+            "shortfall_bps" or "equity"), or callables `EpisodeStats -> [n]` (named by `__name__`); a
+            single string is one metric.
+        reference: optional policy name; each row then adds, per metric, the paired difference
+            `metric(policy) - metric(reference)` over the same episodes (`METRIC_diff_*` keys).
+
+    Returns:
+        One dict per policy, in the order given: `policy`, `n_episodes`, `completed` (fraction of
+        episodes that ended), and for each metric `METRIC_mean`, `METRIC_std`, `METRIC_ci95_low`,
+        `METRIC_ci95_high` (and `METRIC_diff_mean`, `..._diff_std`, `..._diff_ci95_low`,
+        `..._diff_ci95_high` with a reference).
+    """
+    if isinstance(metrics, str) or callable(metrics):
+        metrics = (metrics,)
+    if reference is not None and reference not in policies:
+        raise KeyError(f"reference {reference!r} is not one of the policies {list(policies)}")
+    values: dict[str, dict[str, np.ndarray]] = {}
+    rows = []
+    batched = rollout_many(env, env_params, tuple(policies.values()), key, n_episodes, max_steps)
+    for index, name in enumerate(policies):
+        stats = jax.tree.map(lambda x: x[index], batched)
+        row: dict[str, Any] = {"policy": name, "n_episodes": int(n_episodes),
+                               "completed": float(np.mean(np.asarray(stats.done)))}
+        values[name] = {}
+        for metric in metrics:
+            label = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+            v = _metric_values(stats, metric)
+            values[name][label] = v
+            s = summarize(v)
+            row.update({f"{label}_mean": s["mean"], f"{label}_std": s["std"],
+                        f"{label}_ci95_low": s["ci95_low"], f"{label}_ci95_high": s["ci95_high"]})
+        rows.append(row)
+    if reference is not None:
+        for row in rows:
+            for label, v in values[row["policy"]].items():
+                s = summarize(v - values[reference][label])
+                row.update({f"{label}_diff_mean": s["mean"], f"{label}_diff_std": s["std"],
+                            f"{label}_diff_ci95_low": s["ci95_low"], f"{label}_diff_ci95_high": s["ci95_high"]})
+    return rows
