@@ -24,6 +24,7 @@ MODEL_MODULES = (
     "trading_jax.models.cnn_lstm",
     "trading_jax.models.tcn",
     "trading_jax.models.multitask",
+    "trading_jax.models.actor_critic",
 )
 
 
