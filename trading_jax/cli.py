@@ -5,8 +5,9 @@ Subcommands:
     data inspect FILE...    summarise what would be loaded (symbols, range, frequency, gaps).
     features                compute the feature tensor of a file (or a built-in synthetic market),
                             fit its normaliser on the training split only, save it as .npz.
-    train CONFIG            run a supervised experiment file (experiments/*.toml): train every
-                            seed, checkpoint, log to TensorBoard, report held-out metrics.
+    train CONFIG            run an experiment file (experiments/*.toml; supervised, or PPO when it says
+                            algorithm = "ppo"): train every seed, checkpoint, log to TensorBoard,
+                            report held-out metrics against baselines.
 """
 
 from __future__ import annotations
@@ -67,12 +68,18 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import dataclasses
+
+    from trading_jax.rl.experiment import is_rl_experiment, load_rl_experiment, run_rl_experiment
     from trading_jax.training.experiment import load_experiment, run_experiment
 
-    experiment = load_experiment(args.config)
+    if is_rl_experiment(args.config):
+        experiment, run = load_rl_experiment(args.config), run_rl_experiment
+    else:
+        experiment, run = load_experiment(args.config), run_experiment
     if args.seeds:
-        experiment = __import__("dataclasses").replace(experiment, seeds=tuple(args.seeds))
-    print(run_experiment(experiment, args.out or Path("runs") / experiment.name))
+        experiment = dataclasses.replace(experiment, seeds=tuple(args.seeds))
+    print(run(experiment, args.out or Path("runs") / experiment.name))
     return EXIT_OK
 
 
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--repair", action="append", default=[], choices=REPAIRS, help="repairs for loaded files")
     features.set_defaults(func=cmd_features)
 
-    train = commands.add_parser("train", help="run a supervised experiment config (experiments/*.toml)")
+    train = commands.add_parser("train", help="run an experiment config (experiments/*.toml): supervised or PPO")
     train.add_argument("config", help="experiment TOML file")
     train.add_argument("--out", help="output folder (default: runs/NAME)")
     train.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")

@@ -1,0 +1,139 @@
+"""PPO around the jitted loop: chunked fit with Orbax checkpoints and exact resume, TensorBoard, the
+progress bar, and RL experiment files run end to end (train over seeds, evaluate against baselines)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from trading_jax.checkpoint import CheckpointConfig, Checkpointer
+from trading_jax.logging import TensorBoardWriter
+from trading_jax.rl.experiment import is_rl_experiment, load_rl_experiment, run_rl_experiment
+from trading_jax.rl.loop import fit
+from trading_jax.rl.ppo import PPOConfig, make_trainer
+
+CONFIG = PPOConfig(env="execution", env_kwargs={"horizon": 8}, num_envs=8, num_steps=8, total_timesteps=8 * 8 * 5,
+                   update_epochs=2, minibatch_size=32, network_preset="tiny")
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return make_trainer(CONFIG)
+
+
+def same(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def ckpt(path) -> Checkpointer:
+    return Checkpointer(CheckpointConfig(str(path), save_every_steps=1, keep_best=1, best_metric="episode_return",
+                                         mode="max"))
+
+
+def test_a_killed_ppo_run_resumes_from_its_checkpoint_to_the_same_final_params(trainer, tmp_path, capsys):
+    key = jax.random.key(3)
+    expected = trainer.train(key)
+
+    def kill_after_update_4(state, chunk):
+        if int(state.update) == 4:
+            raise Killed
+
+    first = ckpt(tmp_path / "run")
+    with pytest.raises(Killed):
+        fit(trainer, key, first, every_updates=2, callback=kill_after_update_4)
+    first.close()
+    assert "episode_return=" in capsys.readouterr().err  # the progress bar shows the return
+
+    second = ckpt(tmp_path / "run")
+    assert second.latest_step() == 4
+    with TensorBoardWriter(tmp_path / "tb") as writer:
+        result = fit(trainer, key, second, every_updates=2, writer=writer)  # chunks of 2 updates: 4 -> 5
+    assert same(result.params, expected.params) and same(result.metrics, expected.metrics)
+    assert second.latest_step() == 5 and set(second.metrics()) == {2, 4, 5}
+    second.close()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_max_updates_stops_early_and_periodic_evaluation_reaches_the_checkpoint_metrics(trainer, tmp_path):
+    seen = []
+
+    def evaluate(policy_params, updates):
+        seen.append(updates)
+        return {"held_out": float(updates)}
+
+    with ckpt(tmp_path / "run") as c:
+        fit(trainer, jax.random.key(0), c, every_updates=2, max_updates=3, evaluate=evaluate, show_progress=False)
+        assert seen == [2, 3] and c.latest_step() == 3
+        assert c.metrics()[3]["held_out"] == 3.0
+
+
+EXPERIMENT = """
+algorithm = "ppo"
+name = "tiny_execution"
+seeds = [0, 1]
+
+[env]
+name = "execution"
+[env.kwargs]
+horizon = 8
+
+[ppo]
+num_envs = 8
+num_steps = 8
+total_timesteps = 256
+update_epochs = 2
+minibatch_size = 32
+network_preset = "tiny"
+
+[evaluation]
+episodes = 64
+metric = "shortfall_bps"
+lower_is_better = true
+baselines = ["immediate", "twap"]
+reference = "twap"
+every_updates = 2
+"""
+
+
+def test_an_rl_experiment_file_trains_every_seed_and_compares_with_the_baselines_on_the_same_episodes(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(EXPERIMENT)
+    assert is_rl_experiment(path)
+    summary = run_rl_experiment(load_rl_experiment(path), tmp_path / "out", show_progress=False)
+    assert "shortfall_bps on 64 held-out episodes" in summary
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["policy"] for row in report["evaluation"]] == ["ppo_seed_0", "ppo_seed_1", "immediate", "twap"]
+    twap = report["evaluation"][3]
+    assert twap["shortfall_bps_diff_mean"] == 0.0  # paired with itself
+    assert all(np.isfinite(row["shortfall_bps_mean"]) and row["completed"] == 1.0 for row in report["evaluation"])
+    assert report["ppo_across_seeds"]["n"] == 2
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| ppo_seed_1 |" in table and "paired diff vs twap" in table
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["seed_0", "seed_1"]
+
+
+def test_rl_experiment_files_name_unknown_keys(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(EXPERIMENT.replace("every_updates = 2", "every_update = 2"))
+    with pytest.raises(ValueError, match=r"unknown keys \['\[evaluation\].every_update'\]"):
+        load_rl_experiment(path)
+    path.write_text(EXPERIMENT.replace('reference = "twap"', 'reference = "vwap"'))
+    with pytest.raises(ValueError, match="reference 'vwap' is not one of the baselines"):
+        load_rl_experiment(path)
+
+
+def test_trading_jax_train_runs_a_ppo_experiment_file(tmp_path, capsys):
+    from trading_jax.cli import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(EXPERIMENT.replace("seeds = [0, 1]", "seeds = [0]"))
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
+    assert "tiny_execution: shortfall_bps on 64 held-out episodes" in capsys.readouterr().out
+    assert (tmp_path / "run" / "results.md").exists()
