@@ -39,6 +39,8 @@ import numpy as np
 import trading_jax.envs as envs
 from trading_jax.envs.reference.trading import TradingEnvNumpy
 
+from _load import record_load
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 256, 4096)
 GOAL_STEPS_PER_S = 5e6
@@ -222,13 +224,7 @@ def main() -> None:
     results["ratios"] = ratios
     results["goal_met"] = {"trading_steps_per_s_at_4096": top >= GOAL_STEPS_PER_S,
                            "trading_vs_numpy_reference": ratios["trading_4096_vs_numpy"] >= GOAL_RATIO_NUMPY}
-    load_after = os.getloadavg()
-    results["machine"]["load_average_before"] = load_before
-    results["machine"]["load_average_after"] = load_after
-    if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1):
-        results["machine"]["note"] = (
-            f"other processes shared the CPU during the run (1-minute load average {load_before[0]:.1f} before, "
-            f"{load_after[0]:.1f} after, on {os.cpu_count()} cores): absolute figures are lower bounds")
+    record_load(results["machine"], load_before)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -19,6 +19,7 @@ from trading_jax.envs.market import make_market  # noqa: E402
 from trading_jax.envs.reference.gym_trading import PARAM_FIELDS, GymTradingEnv  # noqa: E402
 from trading_jax.envs.reference.trading import TradingEnvNumpy  # noqa: E402
 from trading_jax.envs.trading import make_trading  # noqa: E402
+from market_fixtures import random_walk_market  # noqa: E402
 
 WINDOW, LENGTH = 4, 6
 SETTINGS = dict(fee_rate=1e-3, slippage=1e-4, max_position=1.5, max_hold=4, eta=0.1)
@@ -32,14 +33,8 @@ CASES = [  # action_mode, reward, n_assets, expected action space
 
 
 def small_market(n_assets: int):
-    """3 paths x 40 bars of a NumPy random walk with 1-2% bar volatility."""
-    rng = np.random.default_rng(11 + n_assets)
-    shape = (3, 40, n_assets)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, rng.uniform(0.01, 0.02, shape[::2])[:, None], shape), axis=1))
-    open_ = close * np.exp(rng.normal(0, 0.003, shape))
-    bars = Bars(open_, np.maximum(open_, close) * 1.002, np.minimum(open_, close) * 0.998, close,
-                rng.uniform(1e3, 2e3, shape))
-    return make_market(bars, spread=rng.uniform(1e-4, 1e-3, shape))
+    """3 paths x 40 bars of a NumPy random walk (see `market_fixtures`)."""
+    return random_walk_market(n_assets, seed=11 + n_assets)
 
 
 def build(action_mode, reward, n_assets):

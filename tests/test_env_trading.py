@@ -20,6 +20,7 @@ from trading_jax.envs import costs, make, rewards
 from trading_jax.envs.market import make_market
 from trading_jax.envs.reference.trading import TradingEnvNumpy
 from trading_jax.envs.trading import EnvParams, TradingEnv, make_trading
+from market_fixtures import random_walk_market
 
 WINDOW, LENGTH = 4, 6
 PARAM_FIELDS = ("initial_equity", "fee_rate", "slippage", "max_position", "ruin_fraction", "max_hold", "eta",
@@ -28,14 +29,8 @@ PARAM_FIELDS = ("initial_equity", "fee_rate", "slippage", "max_position", "ruin_
 
 @lru_cache(maxsize=None)
 def small_market(n_assets: int):
-    """3 paths x 40 bars of a NumPy random walk with 1-2% bar volatility (no compilation needed)."""
-    rng = np.random.default_rng(7 + n_assets)
-    shape = (3, 40, n_assets)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, rng.uniform(0.01, 0.02, shape[::2])[:, None], shape), axis=1))
-    open_ = close * np.exp(rng.normal(0, 0.003, shape))
-    bars = Bars(open_, np.maximum(open_, close) * 1.002, np.minimum(open_, close) * 0.998, close,
-                rng.uniform(1e3, 2e3, shape))
-    return make_market(bars, spread=rng.uniform(1e-4, 1e-3, shape))
+    """3 paths x 40 bars of a NumPy random walk (see `market_fixtures`)."""
+    return random_walk_market(n_assets, seed=7 + n_assets)
 
 
 @lru_cache(maxsize=None)
