@@ -114,6 +114,8 @@ def test_an_rl_experiment_file_trains_every_seed_and_compares_with_the_baselines
     assert twap["shortfall_bps_diff_mean"] == 0.0  # paired with itself
     assert all(np.isfinite(row["shortfall_bps_mean"]) and row["completed"] == 1.0 for row in report["evaluation"])
     assert report["ppo_across_seeds"]["n"] == 2
+    curve = report["seeds"][0]["validation"]  # validation episodes after each chunk of 2 updates
+    assert sorted(map(int, curve)) == [2, 4] and all(np.isfinite(v) for v in curve.values())
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| ppo_seed_1 |" in table and "paired diff vs twap" in table
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["seed_0", "seed_1"]

@@ -5,14 +5,20 @@ An RL experiment file (see `experiments/ppo_*.toml`) has `algorithm = "ppo"`, a 
     [env]          name = "execution" | "trading" | "portfolio"
     [env.kwargs]   keyword arguments of `trading_jax.envs.make` (static settings and EnvParams fields)
     [env.data]     optional real data: path (relative to ../shared/data or absolute), repair, symbols,
-                   train / test fractions and an embargo. Training episodes replay the train split and
-                   evaluation episodes the test split, so evaluation never sees a training bar.
+                   train / val / test fractions (default 0.6 / 0.1 / 0.3) and an embargo (bars). Training
+                   episodes replay the train split, validation episodes the val split and the final table
+                   the test split, so neither validation nor the table ever sees a training bar.
     [ppo]          `PPOConfig` fields (num_envs, num_steps, total_timesteps, ...)
     [evaluation]   episodes (held-out episodes per policy), baselines (names in
                    `trading_jax.rl.baselines.BASELINES[env]`, optionally with keyword tables in
                    [evaluation.baseline_kwargs.NAME]), metric ("shortfall_bps", "total_reward",
                    "net_return"), lower_is_better, reference (a baseline for paired differences),
                    every_updates (checkpoint/log chunk)
+
+During training, after every `every_updates` updates, the current policy runs 256 fixed validation
+episodes; their mean metric is logged to TensorBoard, stored with the checkpoint and ranks it (the best
+checkpoint by validation is kept next to the latest). The final table evaluates the FINAL params of each
+seed (no selection on the test episodes, and none on validation either, so nothing is tuned on them).
 
 Synthetic environments are held out by key: training and evaluation draw different random episodes
 (and, for the execution env, different order-book noise). Every policy, PPO of each seed and each
@@ -143,13 +149,14 @@ def _resolve_data_path(path: str) -> Path:
 
 
 def build_envs(experiment: RLExperiment):
-    """`(env, train_params, eval_params, info)`: replayed train/test splits of real data, or one synthetic
-    environment whose evaluation episodes differ from the training ones by key."""
+    """`(env, train_params, val_params, test_params, info)`: replayed train/validation/test splits of real
+    data, or one synthetic environment whose validation and test episodes differ from the training ones
+    by key."""
     from trading_jax.envs import make
 
     if not experiment.data:
         env, params = make(experiment.env, **experiment.env_kwargs)
-        return env, params, params, {"source": "synthetic (held out by key)"}
+        return env, params, params, params, {"source": "synthetic (held out by key)"}
     from trading_jax.data import chronological_split, load_ohlcv
 
     spec = dict(experiment.data)
@@ -158,17 +165,25 @@ def build_envs(experiment: RLExperiment):
     symbols = spec.pop("symbols", None)
     if symbols is not None:
         data = data.select(symbols)
-    split = chronological_split(data.n_time, train=float(spec.pop("train", 0.7)), val=0.0,
+    split = chronological_split(data.n_time, train=float(spec.pop("train", 0.6)), val=float(spec.pop("val", 0.1)),
                                 test=float(spec.pop("test", 0.3)), embargo=int(spec.pop("embargo", 0)))
     if spec:
-        raise ValueError(f"[env.data]: unknown keys {sorted(spec)}; expected path, repair, symbols, train, test, embargo")
+        raise ValueError(f"[env.data]: unknown keys {sorted(spec)}; expected path, repair, symbols, train, val, "
+                         "test, embargo")
+    if len(split.val) == 0:
+        raise ValueError("[env.data]: val must be > 0 (validation episodes monitor training; the test split is "
+                         "used only for the final table)")
     env, train_params = make(experiment.env, data=data, split=split.train, **experiment.env_kwargs)
+    _, val_params = make(experiment.env, data=data, split=split.val, **experiment.env_kwargs)
     _, eval_params = make(experiment.env, data=data, split=split.test, **experiment.env_kwargs)
-    stamps = np.asarray(data.timestamps)
+    stamps = np.asarray(data.timestamps).astype("datetime64[m]")
     info = {"source": f"{path.name} ({', '.join(data.symbols)})",
             "train": [str(stamps[split.train.start]), str(stamps[split.train.stop - 1])],
-            "test": [str(stamps[split.test.start]), str(stamps[split.test.stop - 1])]}
-    return env, train_params, eval_params, info
+            "val": [str(stamps[split.val.start]), str(stamps[split.val.stop - 1])],
+            "test": [str(stamps[split.test.start]), str(stamps[split.test.stop - 1])],
+            "train_bars": len(split.train), "test_bars": len(split.test),
+            "episode_bars": getattr(env, "episode_length", None)}
+    return env, train_params, val_params, eval_params, info
 
 
 def _metric(experiment: RLExperiment, env_params):
@@ -181,6 +196,29 @@ def _metric(experiment: RLExperiment, env_params):
         return np.asarray(stats.info["equity"], np.float64) / initial - 1.0
 
     return net_return
+
+
+def _validation(experiment: RLExperiment, config, env, val_params, n_episodes: int = 256):
+    """`evaluate(policy_params, updates) -> {"val_METRIC": mean over n_episodes}` on fixed validation
+    episodes (compiled once; a key different from the final test episodes')."""
+    from trading_jax.rl.ppo import make_evaluator
+
+    run = make_evaluator(config, env, val_params, n_episodes)
+    key = jax.random.key(experiment.eval_seed + 1)
+    initial = float(np.asarray(getattr(val_params, "initial_equity", getattr(val_params, "initial_cash", 1.0))))
+
+    def evaluate(policy_params, updates):
+        del updates
+        out = jax.device_get(run(policy_params, val_params, key))
+        if experiment.metric == "total_reward":
+            values = out["returns"]
+        elif experiment.metric == "net_return":
+            values = np.asarray(out["info"]["equity"], np.float64) / initial - 1.0
+        else:
+            values = out["info"][experiment.metric]
+        return {f"val_{experiment.metric}": float(np.mean(values))}
+
+    return evaluate
 
 
 def _ppo_policy(config, env, env_params, result):
@@ -210,8 +248,10 @@ def run_rl_experiment(experiment: RLExperiment, out_dir: str | Path, show_progre
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = _ppo_config(experiment)
-    env, train_params, eval_params, info = build_envs(experiment)
+    env, train_params, val_params, eval_params, info = build_envs(experiment)
     trainer = make_trainer(config, env, train_params)
+    validation = _validation(experiment, config, env, val_params)
+    val_name = f"val_{experiment.metric}"
     metric = _metric(experiment, eval_params)
     metric_name = experiment.metric
 
@@ -220,17 +260,20 @@ def run_rl_experiment(experiment: RLExperiment, out_dir: str | Path, show_progre
                          enabled=show_progress):
         start = time.perf_counter()
         ckpt_dir = (out / "checkpoints" / f"seed_{seed}").resolve()
-        with Checkpointer(CheckpointConfig(str(ckpt_dir), save_every_steps=1, keep_best=1,
-                                           best_metric="episode_return", mode="max", keep_last=1)) as ckpt, \
+        with Checkpointer(CheckpointConfig(str(ckpt_dir), save_every_steps=1, keep_best=1, best_metric=val_name,
+                                           mode="min" if experiment.lower_is_better else "max",
+                                           keep_last=1)) as ckpt, \
                 TensorBoardWriter(out / "tensorboard" / f"seed_{seed}") as writer:
             result = fit(trainer, jax.random.key(seed), ckpt, every_updates=experiment.every_updates,
-                         writer=writer, show_progress=show_progress, desc=f"{experiment.name} seed {seed}")
+                         writer=writer, show_progress=show_progress, evaluate=validation,
+                         desc=f"{experiment.name} seed {seed}")
             jax.block_until_ready(result.params)
+            validation_curve = {step: m.get(val_name) for step, m in sorted(ckpt.metrics().items())}
         seconds = time.perf_counter() - start
         returns = np.asarray(result.metrics["episode_return"])
         counts = np.asarray(result.metrics["episode_count"])
         last = slice(max(0, len(returns) - max(1, len(returns) // 10)), None)
-        per_seed.append({"seed": seed, "seconds": seconds,
+        per_seed.append({"seed": seed, "seconds": seconds, "validation": validation_curve,
                          "env_steps_per_s": config.num_updates * config.batch_size / seconds,
                          "final_train_episode_return": float((returns[last] * counts[last]).sum()
                                                              / max(counts[last].sum(), 1))})
@@ -271,7 +314,13 @@ def results_table(experiment: RLExperiment, info: dict, rows: list, across: dict
                 if "train" in info else "") + ".",
              f"Metric `{label}` ({direction}) over the same {experiment.episodes} held-out episodes for every policy "
              "(common random numbers); 95% Student-t intervals over episodes.", ""]
-    head = f"| policy | mean | std | 95% CI |"
+    if info.get("test_bars") and info.get("episode_bars"):
+        independent = info["test_bars"] // info["episode_bars"]
+        lines += [f"Caveat: the {experiment.episodes} evaluation episodes start at random bars of a {info['test_bars']}-bar "
+                  f"test period, so they overlap: only about {independent} episodes of {info['episode_bars']} bars "
+                  "are disjoint. The intervals treat episodes as independent and are therefore too narrow; "
+                  "read them as a lower bound on the uncertainty.", ""]
+    head = "| policy | mean | std | 95% CI |"
     sep = "| --- | --- | --- | --- |"
     if experiment.reference:
         head += f" paired diff vs {experiment.reference} [95% CI] |"

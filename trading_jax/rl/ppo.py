@@ -761,9 +761,17 @@ def evaluate(config: PPOConfig, result, env=None, env_params=None, key=None, n_e
         "info": the env's `info` dict of the step that ended each episode (leaves `[n, ...]`).
     """
     env, env_params = _env(config, env, env_params)
+    run = make_evaluator(config, env, env_params, n_episodes, deterministic, max_steps)
+    key = jax.random.key(0) if key is None else key
+    return run(PolicyParams(result.params, result.obs_norm), env_params, key)
+
+
+def make_evaluator(config: PPOConfig, env, env_params, n_episodes: int = 16, deterministic: bool = True,
+                   max_steps: int | None = None):
+    """The jitted program behind `evaluate`, compiled once: `run(policy_params, env_params, key) -> dict`
+    (same outputs as `evaluate`), for evaluating a policy again and again during training."""
     act = make_policy(config, env, env_params)
     steps = _max_episode_steps(env, env_params) if max_steps is None else int(max_steps)
-    key = jax.random.key(0) if key is None else key
 
     @jax.jit
     def run(policy_params, env_params, key):
@@ -799,4 +807,4 @@ def evaluate(config: PPOConfig, result, env=None, env_params=None, key=None, n_e
         (_, _, _, _, ret, length, active, info_f), _ = jax.lax.scan(body, init, jax.random.split(k_run, steps))
         return {"returns": ret, "lengths": length, "done": ~active, "info": info_f}
 
-    return run(PolicyParams(result.params, result.obs_norm), env_params, key)
+    return run
