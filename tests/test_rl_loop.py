@@ -111,6 +111,8 @@ def test_an_rl_experiment_file_trains_every_seed_and_compares_with_the_baselines
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["policy"] for row in report["evaluation"]] == ["ppo_seed_0", "ppo_seed_1", "immediate", "twap"]
     twap = report["evaluation"][3]
+    assert twap["action_share"][7] == 1.0 and report["evaluation"][2]["action_share"][3] == 1.0  # TWAP, market 50%
+    assert all(abs(sum(row["action_share"]) - 1) < 1e-9 for row in report["evaluation"])
     assert twap["shortfall_bps_diff_mean"] == 0.0  # paired with itself
     assert all(np.isfinite(row["shortfall_bps_mean"]) and row["completed"] == 1.0 for row in report["evaluation"])
     assert report["ppo_across_seeds"]["n"] == 2

@@ -236,6 +236,7 @@ def compare(
     max_steps: int | None = None,
     metrics: Sequence[Any] | str = ("total_reward",),
     reference: str | None = None,
+    n_actions: int | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate several policies on the SAME episodes (same `key`: common random numbers).
 
@@ -247,6 +248,8 @@ def compare(
             single string is one metric.
         reference: optional policy name; each row then adds, per metric, the paired difference
             `metric(policy) - metric(reference)` over the same episodes (`METRIC_diff_*` keys).
+        n_actions: for a discrete action space, also report `action_share`: the fraction of the episodes'
+            steps (before each episode's end) on which each action 0 .. n_actions - 1 was taken.
 
     Returns:
         One dict per policy, in the order given: `policy`, `n_episodes`, `completed` (fraction of
@@ -260,11 +263,17 @@ def compare(
         raise KeyError(f"reference {reference!r} is not one of the policies {list(policies)}")
     values: dict[str, dict[str, np.ndarray]] = {}
     rows = []
-    batched = rollout_many(env, env_params, tuple(policies.values()), key, n_episodes, max_steps)
+    record = ("action",) if n_actions else ()
+    batched = rollout_many(env, env_params, tuple(policies.values()), key, n_episodes, max_steps, record)
     for index, name in enumerate(policies):
         stats = jax.tree.map(lambda x: x[index], batched)
         row: dict[str, Any] = {"policy": name, "n_episodes": int(n_episodes),
                                "completed": float(np.mean(np.asarray(stats.done)))}
+        if n_actions:
+            actions = np.asarray(stats.trajectory["action"])
+            active = np.arange(actions.shape[1])[None, :] < np.asarray(stats.length)[:, None]
+            counts = np.bincount(actions[active].astype(np.int64).ravel(), minlength=n_actions)
+            row["action_share"] = (counts / max(counts.sum(), 1)).tolist()
         values[name] = {}
         for metric in metrics:
             label = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")

@@ -282,8 +282,10 @@ def run_rl_experiment(experiment: RLExperiment, out_dir: str | Path, show_progre
     for name in experiment.baselines:
         kwargs = dict(experiment.baseline_kwargs.get(name, {}))
         policies[name] = B.make_baseline(experiment.env, name, env, eval_params, **kwargs)
+    n_actions = getattr(env.action_space(eval_params), "n", None)
     rows = compare(env, eval_params, policies, jax.random.key(experiment.eval_seed), experiment.episodes,
-                   metrics=(metric,), reference=experiment.reference)
+                   metrics=(metric,), reference=experiment.reference,
+                   n_actions=int(n_actions) if isinstance(n_actions, (int, np.integer)) else None)
     label = metric_name
     seed_means = [row[f"{label}_mean"] for row in rows if row["policy"].startswith("ppo_seed_")]
     across = summarize(seed_means) if len(seed_means) > 1 else None
@@ -325,6 +327,10 @@ def results_table(experiment: RLExperiment, info: dict, rows: list, across: dict
     if experiment.reference:
         head += f" paired diff vs {experiment.reference} [95% CI] |"
         sep += " --- |"
+    shares = "action_share" in rows[0]
+    if shares:
+        head += " share of steps per action 0..n-1 |"
+        sep += " --- |"
     lines += [head, sep]
     for row in rows:
         line = (f"| {row['policy']} | {row[f'{label}_mean']:.4g} | {row[f'{label}_std']:.4g} | "
@@ -332,6 +338,8 @@ def results_table(experiment: RLExperiment, info: dict, rows: list, across: dict
         if experiment.reference:
             line += (f" {row[f'{label}_diff_mean']:+.4g} [{row[f'{label}_diff_ci95_low']:.4g} .. "
                      f"{row[f'{label}_diff_ci95_high']:.4g}] |")
+        if shares:
+            line += " " + " ".join(f"{x:.2f}" for x in row["action_share"]) + " |"
         lines.append(line)
     if across:
         lines += ["", f"PPO across {across['n']} training seeds (per-seed means): {across['mean']:.4g}, "
