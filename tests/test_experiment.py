@@ -14,8 +14,17 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob(
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_file_loads_and_names_a_registered_model(path):
-    experiment = load_experiment(path)
-    assert experiment.train.model in available()
+    from trading_jax.rl.experiment import _ppo_config, is_rl_experiment, load_rl_experiment
+    from trading_jax.rl.baselines import available as baselines
+
+    if is_rl_experiment(path):
+        experiment = load_rl_experiment(path)
+        _ppo_config(experiment)  # every [ppo] key is a PPOConfig field and the sizes are consistent
+        assert set(experiment.baselines) <= set(baselines(experiment.env))
+        assert experiment.episodes >= 1000
+    else:
+        experiment = load_experiment(path)
+        assert experiment.train.model in available()
     assert len(experiment.seeds) >= 3, "results are reported over several seeds"
 
 

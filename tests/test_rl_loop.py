@@ -141,3 +141,12 @@ def test_trading_jax_train_runs_a_ppo_experiment_file(tmp_path, capsys):
     assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
     assert "tiny_execution: shortfall_bps on 64 held-out episodes" in capsys.readouterr().out
     assert (tmp_path / "run" / "results.md").exists()
+
+
+def test_a_run_folder_of_another_config_is_refused_instead_of_resumed(tmp_path):
+    from trading_jax.training.experiment import claim_run_directory
+
+    claim_run_directory(tmp_path / "run", {"lr": 0.1, "epochs": 3})
+    claim_run_directory(tmp_path / "run", {"lr": 0.1, "epochs": 3})  # same config: resume is fine
+    with pytest.raises(ValueError, match=r"different config \(differs in \['lr'\]\).*--out"):
+        claim_run_directory(tmp_path / "run", {"lr": 0.2, "epochs": 3})

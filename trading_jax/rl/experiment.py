@@ -245,8 +245,10 @@ def run_rl_experiment(experiment: RLExperiment, out_dir: str | Path, show_progre
     from trading_jax.rl.loop import fit
     from trading_jax.rl.ppo import make_trainer
 
+    from trading_jax.training.experiment import claim_run_directory
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_directory(out, {k: v for k, v in dataclasses.asdict(experiment).items() if k != "seeds"})
     config = _ppo_config(experiment)
     env, train_params, val_params, eval_params, info = build_envs(experiment)
     trainer = make_trainer(config, env, train_params)

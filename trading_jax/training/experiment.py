@@ -269,6 +269,29 @@ def mean_ci(values) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------
 
 
+def claim_run_directory(out: Path, config: dict) -> None:
+    """Record `config` in `out/config.json`, or check that a run already there used the same one.
+
+    A rerun on the same folder resumes from its checkpoints, which is only right for the same config
+    (the seeds may differ: each seed has its own checkpoint folder).
+
+    Raises:
+        ValueError: `out` holds a run of a different config (naming the keys that differ).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    text = json.dumps(config, indent=2, sort_keys=True, default=str)
+    if path.exists():
+        before = json.loads(path.read_text())
+        now = json.loads(text)
+        if before != now:
+            keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise ValueError(f"{out} holds a run of a different config (differs in {keys}); its checkpoints "
+                             "would be resumed. Choose another output folder (--out) or delete this one.")
+        return
+    path.write_text(text + "\n")
+
+
 def run_experiment(experiment: ExperimentConfig, out_dir: str | Path) -> str:
     """Train every seed, checkpoint, log, evaluate on the test split; returns a short summary."""
     from trading_jax.checkpoint import CheckpointConfig, Checkpointer
@@ -277,7 +300,7 @@ def run_experiment(experiment: ExperimentConfig, out_dir: str | Path) -> str:
     from trading_jax.training.train import fit, make_trainer
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_directory(out, {k: v for k, v in dataclasses.asdict(experiment).items() if k != "seeds"})
     cfg = experiment.train
     splits, info = build_datasets(experiment.data, cfg.task)
     (x_tr, y_tr, _), (x_va, y_va, _), (x_te, y_te, _) = splits["train"], splits["val"], splits["test"]
