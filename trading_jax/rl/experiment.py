@@ -136,8 +136,7 @@ def _ppo_config(experiment: RLExperiment):
 
 
 def _resolve_data_path(path: str) -> Path:
-    from trading_jax.data import loading  # noqa: F401  (import check: pandas present)
-
+    """`path` as given (absolute or relative to the working directory), else under ../shared/data."""
     candidate = Path(path)
     if candidate.is_absolute() or candidate.exists():
         return candidate
