@@ -185,16 +185,30 @@ def build_envs(experiment: RLExperiment):
     return env, train_params, val_params, eval_params, info
 
 
-def _metric(experiment: RLExperiment, env_params):
-    """The per-episode metric as a `compare` metric (a name or a callable)."""
-    if experiment.metric != "net_return":
-        return experiment.metric
+def _episode_metric(metric: str, env_params):
+    """`values(total_reward [n], info) -> [n]` float64: the experiment's per-episode metric, computed the
+    same way for validation (`ppo.make_evaluator` output) and for the final table (`EpisodeStats`)."""
     initial = float(np.asarray(getattr(env_params, "initial_equity", getattr(env_params, "initial_cash", 1.0))))
 
-    def net_return(stats):
-        return np.asarray(stats.info["equity"], np.float64) / initial - 1.0
+    def values(total_reward, info):
+        if metric == "total_reward":
+            return np.asarray(total_reward, np.float64)
+        if metric == "net_return":
+            return np.asarray(info["equity"], np.float64) / initial - 1.0
+        return np.asarray(info[metric], np.float64)
 
-    return net_return
+    return values
+
+
+def _metric(experiment: RLExperiment, env_params):
+    """The per-episode metric as a `compare` metric: a callable over `EpisodeStats` named after it."""
+    values = _episode_metric(experiment.metric, env_params)
+
+    def metric(stats):
+        return values(stats.total_reward, stats.info)
+
+    metric.__name__ = experiment.metric
+    return metric
 
 
 def _validation(experiment: RLExperiment, config, env, val_params, n_episodes: int = 256):
@@ -204,18 +218,12 @@ def _validation(experiment: RLExperiment, config, env, val_params, n_episodes: i
 
     run = make_evaluator(config, env, val_params, n_episodes)
     key = jax.random.key(experiment.eval_seed + 1)
-    initial = float(np.asarray(getattr(val_params, "initial_equity", getattr(val_params, "initial_cash", 1.0))))
+    values = _episode_metric(experiment.metric, val_params)
 
     def evaluate(policy_params, updates):
         del updates
         out = jax.device_get(run(policy_params, val_params, key))
-        if experiment.metric == "total_reward":
-            values = out["returns"]
-        elif experiment.metric == "net_return":
-            values = np.asarray(out["info"]["equity"], np.float64) / initial - 1.0
-        else:
-            values = out["info"][experiment.metric]
-        return {f"val_{experiment.metric}": float(np.mean(values))}
+        return {f"val_{experiment.metric}": float(np.mean(values(out["returns"], out["info"])))}
 
     return evaluate
 
