@@ -1,0 +1,137 @@
+"""Supervised datasets from market data: bars -> features -> labels -> windows of each chronological split.
+
+`build_datasets(spec, task)` builds the panel (a file, folder or glob of OHLCV, or the built-in synthetic
+market) and its `FeaturePipeline` tensor with the normaliser fitted on the training split only; labels
+from t+1 onward; and the windows of each chronological split (embargo = horizon by default), dropping
+samples whose inputs leave the split or whose label reads a bar past the split end or an unobserved
+(filled) bar. Regression targets are scaled by the training split's std.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["DataSpec", "load_panel", "make_labels", "build_datasets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the bars come from and how samples are cut from them.
+
+    Attributes:
+        source: "synthetic" (the built-in offline market) or OHLCV path(s) as `load_ohlcv` takes them.
+        symbols: optional subset of symbols to keep.
+        repair: repairs passed to `load_ohlcv` (reported in the load report).
+        synthetic_bars, synthetic_assets, synthetic_seed: size and seed of the synthetic market.
+        window: bars per input window.
+        horizon: label horizon in bars (labels read bars t+1 .. t+horizon).
+        dead_band: direction labels within +-dead_band (log return) are "flat".
+        train, val, test: chronological split fractions.
+        embargo: bars left out between splits (default: `horizon`).
+        stride: bars between consecutive training samples.
+        fast_features: leave out the costliest features (Hurst, Fourier) for quick runs.
+    """
+
+    source: str = "synthetic"
+    symbols: tuple[str, ...] | None = None
+    repair: tuple[str, ...] = ()
+    synthetic_bars: int = 3000
+    synthetic_assets: int = 4
+    synthetic_seed: int = 0
+    window: int = 32
+    horizon: int = 5
+    dead_band: float = 0.0
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+    embargo: int | None = None
+    stride: int = 1
+    fast_features: bool = True
+
+
+
+def load_panel(spec: DataSpec):
+    """Filled bars, timestamps, symbols and the observed mask of the experiment's market."""
+    from trading_jax.features.pipeline import fill_missing_bars, synthetic_market
+
+    if spec.source == "synthetic":
+        bars, timestamps, symbols = synthetic_market(spec.synthetic_bars, spec.synthetic_assets, spec.synthetic_seed)
+        return bars, timestamps, symbols, np.ones(bars.close.shape, bool), "synthetic market"
+    from trading_jax.data.loading import load_ohlcv
+
+    data = load_ohlcv(spec.source, symbols=spec.symbols, repair=spec.repair)
+    bars, observed = fill_missing_bars(data.bars, data.valid)
+    return bars, data.timestamps, data.symbols, observed, spec.source
+
+
+def make_labels(task: str, bars, spec: DataSpec):
+    """`(targets pytree [time, asset], valid [time, asset])` built from bars t+1 .. t+horizon."""
+    from trading_jax.data import labels
+
+    close = jnp.asarray(bars.close)
+    h = spec.horizon
+    ret, ret_ok = labels.future_return(close, h, log=True)
+    direction, dir_ok = labels.direction_label(close, h, spec.dead_band, log=True)
+    if task == "regression":
+        return np.asarray(ret), np.asarray(ret_ok)
+    if task == "classification":
+        return np.asarray(direction), np.asarray(dir_ok)
+    vol, vol_ok = labels.future_volatility(close, max(h, 2))
+    volume, volume_ok = labels.future_volume(jnp.asarray(bars.volume), h, offset=1.0)
+    targets = {"price": np.asarray(ret), "direction": np.asarray(direction),
+               "volatility": np.asarray(vol), "volume": np.asarray(volume)}
+    return targets, np.asarray(ret_ok & dir_ok & vol_ok & volume_ok)
+
+
+def build_datasets(spec: DataSpec, task: str):
+    """Windows and labels of the train, val and test splits, pooled over assets.
+
+    Returns:
+        `(splits, info)`: `splits[name] = (X [n, window, F], y, t [n])` for train/val/test, and
+        `info` with the feature names, split ranges, target scale and sample counts.
+    """
+    from trading_jax.data.splits import chronological_split
+    from trading_jax.data.windows import make_supervised_dataset
+    from trading_jax.features.pipeline import FeatureConfig, FeaturePipeline
+
+    bars, timestamps, symbols, observed, source = load_panel(spec)
+    config = FeatureConfig(hurst_window=None, fourier=None) if spec.fast_features else FeatureConfig()
+    pipeline = FeaturePipeline(config)
+    raw = pipeline.compute(bars, timestamps)
+    embargo = spec.horizon if spec.embargo is None else spec.embargo
+    split = chronological_split(raw.shape[0], spec.train, spec.val, spec.test, embargo=embargo)
+    valid = pipeline.feature_valid(raw, observed)
+    state = pipeline.fit(jnp.where(jnp.asarray(valid)[..., None], raw, jnp.nan), split.train)
+    features = np.asarray(pipeline.transform(state, raw), np.float32)
+    targets, target_ok = make_labels(task, bars, spec)
+    # a label that reads a filled (unobserved) bar is not a real outcome
+    future_observed = np.stack([np.asarray(observed[min(t + 1, len(observed) - 1)]) for t in range(len(observed))])
+    target_ok = target_ok & future_observed
+
+    splits = {}
+    for name in ("train", "val", "test"):
+        parts = []
+        for a in range(features.shape[1]):
+            y = jax.tree.map(lambda v: v[:, a], targets)
+            parts.append(make_supervised_dataset(
+                features[:, a], y, target_ok[:, a], spec.window, getattr(split, name), stride=spec.stride if name == "train" else 1,
+                lookback_before_split=name != "train", horizon=spec.horizon, input_valid=valid[:, a]))
+        x = np.concatenate([np.asarray(p[0]) for p in parts])
+        y = jax.tree.map(lambda *vs: np.concatenate([np.asarray(v) for v in vs]), *[p[1] for p in parts])
+        t = np.concatenate([p[2] for p in parts])
+        if len(x) == 0:
+            raise ValueError(f"the {name} split of {source} has no sample: use more bars, a shorter window or horizon")
+        splits[name] = (x, y, t)
+
+    scale = 1.0
+    if task == "regression":  # returns are ~1e-3: scale by the training std (fitted on train only)
+        scale = float(np.std(splits["train"][1])) or 1.0
+        splits = {k: (x, y / scale, t) for k, (x, y, t) in splits.items()}
+    info = {"source": source, "symbols": list(symbols), "features": list(pipeline.names(len(symbols))),
+            "split": {k: [getattr(split, k).start, getattr(split, k).stop] for k in ("train", "val", "test")},
+            "embargo": embargo, "target_scale": scale, "samples": {k: len(v[0]) for k, v in splits.items()}}
+    return splits, info
