@@ -12,7 +12,7 @@ import pytest
 from trading_jax.checkpoint import CheckpointConfig, Checkpointer
 from trading_jax.logging import TensorBoardWriter
 from trading_jax.rl.experiment import is_rl_experiment, load_rl_experiment, run_rl_experiment
-from trading_jax.rl.loop import fit
+from trading_jax.loop import fit
 from trading_jax.rl.ppo import PPOConfig, make_trainer
 
 CONFIG = PPOConfig(env="execution", env_kwargs={"horizon": 8}, num_envs=8, num_steps=8, total_timesteps=8 * 8 * 5,
@@ -41,20 +41,20 @@ def test_a_killed_ppo_run_resumes_from_its_checkpoint_to_the_same_final_params(t
     key = jax.random.key(3)
     expected = trainer.train(key)
 
-    def kill_after_update_4(state, chunk):
+    def kill_after_update_4(state, chunk, done):
         if int(state.update) == 4:
             raise Killed
 
     first = ckpt(tmp_path / "run")
     with pytest.raises(Killed):
-        fit(trainer, key, first, every_updates=2, callback=kill_after_update_4)
+        fit(trainer, key, checkpointer=first, every=2, callbacks=[kill_after_update_4])
     first.close()
     assert "episode_return=" in capsys.readouterr().err  # the progress bar shows the return
 
     second = ckpt(tmp_path / "run")
     assert second.latest_step() == 4
     with TensorBoardWriter(tmp_path / "tb") as writer:
-        result = fit(trainer, key, second, every_updates=2, writer=writer)  # chunks of 2 updates: 4 -> 5
+        result = fit(trainer, key, checkpointer=second, every=2, writer=writer)  # chunks of 2 updates: 4 -> 5
     assert same(result.params, expected.params) and same(result.metrics, expected.metrics)
     assert second.latest_step() == 5 and set(second.metrics()) == {2, 4, 5}
     second.close()
@@ -69,7 +69,7 @@ def test_max_updates_stops_early_and_periodic_evaluation_reaches_the_checkpoint_
         return {"held_out": float(updates)}
 
     with ckpt(tmp_path / "run") as c:
-        fit(trainer, jax.random.key(0), c, every_updates=2, max_updates=3, evaluate=evaluate, show_progress=False)
+        fit(trainer, jax.random.key(0), checkpointer=c, every=2, max_units=3, evaluate=evaluate, show_progress=False)
         assert seen == [2, 3] and c.latest_step() == 3
         assert c.metrics()[3]["held_out"] == 3.0
 

@@ -313,7 +313,8 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import jax, numpy as np
     import test_training as t
-    from trading_jax.training import make_mesh, make_train
+    from trading_jax.parallel import make_mesh
+    from trading_jax.training import make_train
     assert jax.device_count() == 4, jax.devices()
     config = t.REG_CONFIG.replace(epochs=3, model_kwargs={"dropout": 0.1}, noise_std=0.01)
     data = t.regression_data()
@@ -325,15 +326,16 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
     # fit on the 4-device mesh: stop after 2 epochs, resume with a fresh trainer and checkpointer
     import tempfile
     from trading_jax.checkpoint import CheckpointConfig, Checkpointer
-    from trading_jax.training import fit, make_trainer
+    from trading_jax.loop import fit
+    from trading_jax.training import make_trainer
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = lambda: Checkpointer(CheckpointConfig(tmp, save_every_steps=1, best_metric="val_loss"))
         first = ckpt()
-        fit(make_trainer(config, data, mesh=make_mesh(4)), jax.random.key(0), first, max_epochs=2,
+        fit(make_trainer(config, data, mesh=make_mesh(4)), jax.random.key(0), checkpointer=first, max_units=2,
             show_progress=False)
         first.close()
         second = ckpt()
-        resumed = fit(make_trainer(config, data, mesh=make_mesh(4)), jax.random.key(0), second,
+        resumed = fit(make_trainer(config, data, mesh=make_mesh(4)), jax.random.key(0), checkpointer=second,
                       show_progress=False)
         second.close()
     fit_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))

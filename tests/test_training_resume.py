@@ -10,7 +10,8 @@ import pytest
 
 from trading_jax.checkpoint import CheckpointConfig, Checkpointer
 from trading_jax.logging import TensorBoardWriter
-from trading_jax.training import Dataset, TrainConfig, TrainState, fit, make_trainer
+from trading_jax.loop import fit
+from trading_jax.training import Dataset, TrainConfig, TrainState, make_trainer
 
 import test_training  # noqa: F401  (registers the "test_training_mlp" model)
 
@@ -52,10 +53,10 @@ def test_chunked_runs_equal_the_one_shot_train_bit_for_bit(reference):
     state = trainer.init(jax.random.key(7))
     assert isinstance(state, TrainState) and int(state.epoch) == 0
     for _ in range(EPOCHS + 1):  # one epoch at a time; the extra epoch past the end is a no-op
-        state = trainer.run(state, 1)
+        state, records = trainer.run(state, 1)
     assert int(state.epoch) == EPOCHS
     assert_bitwise_equal(trainer.result(state), expected)
-    assert_bitwise_equal(trainer.result(trainer.run(trainer.init(jax.random.key(7)), EPOCHS)), expected)
+    assert_bitwise_equal(trainer.result(trainer.run(trainer.init(jax.random.key(7)), EPOCHS)[0]), expected)
 
 
 class Killed(Exception):
@@ -66,13 +67,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_final_params(refer
     _, expected = reference
     key = jax.random.key(7)
 
-    def kill_after_epoch_2(state, records):
+    def kill_after_epoch_2(state, records, done):
         if int(state.epoch) == 2:
             raise Killed
 
     first = ckpt(tmp_path / "run")
     with pytest.raises(Killed):
-        fit(make_trainer(CONFIG, tiny_data()), key, first, every_epochs=1, callback=kill_after_epoch_2)
+        fit(make_trainer(CONFIG, tiny_data()), key, checkpointer=first, every=1, callbacks=[kill_after_epoch_2])
     first.close()
     assert "loss=" in capsys.readouterr().err  # the bar's postfix shows the loss (and samples/s)
 
@@ -80,7 +81,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_final_params(refer
     second = ckpt(tmp_path / "run")
     assert second.latest_step() == 2
     with TensorBoardWriter(tmp_path / "tb") as writer:
-        result = fit(make_trainer(CONFIG, tiny_data()), key, second, every_epochs=1, writer=writer,
+        result = fit(make_trainer(CONFIG, tiny_data()), key, checkpointer=second, every=1, writer=writer,
                      param_histograms=True)
     err = capsys.readouterr().err
     assert "loss=" in err and "samples_per_s=" in err
@@ -101,12 +102,12 @@ def test_max_epochs_stops_early_and_a_second_fit_finishes_the_run(reference, tmp
     trainer, expected = reference
     key = jax.random.key(7)
     with ckpt(tmp_path / "run", keep_best=1) as c:
-        partial = fit(trainer, key, c, every_epochs=2, max_epochs=2, show_progress=False)
+        partial = fit(trainer, key, checkpointer=c, every=2, max_units=2, show_progress=False)
         assert c.latest_step() == 2
     assert np.isnan(np.asarray(partial.history["val_loss"])[2:]).all()
     with ckpt(tmp_path / "run", keep_best=1) as c:
-        result = fit(trainer, key, c, every_epochs=2, show_progress=False)  # chunks of 2 then 1
+        result = fit(trainer, key, checkpointer=c, every=2, show_progress=False)  # chunks of 2 then 1
         assert c.latest_step() == EPOCHS
     assert_bitwise_equal(result, expected)
     # no checkpointer: plain chunked training
-    assert_bitwise_equal(fit(trainer, key, every_epochs=2, show_progress=False), expected)
+    assert_bitwise_equal(fit(trainer, key, every=2, show_progress=False), expected)

@@ -87,8 +87,8 @@ def multitask_loss(
     weights = dict(zip(MULTITASK_TASKS, (1.0, 0.8, 0.5, 0.0))) if weights is None else dict(weights)
     total = jnp.zeros((), jnp.float32)
     for i, task in enumerate(MULTITASK_TASKS):
-        w = float(weights.get(task, 0.0))
-        if w == 0.0 or task not in targets:
+        w = weights.get(task, 0.0)  # a Python number or a (possibly traced) array
+        if task not in targets or (isinstance(w, (int, float)) and w == 0.0):
             continue
         if task == "direction":
             term = cross_entropy(outputs["direction_logits"], targets[task], label_smoothing)
@@ -102,16 +102,26 @@ def multitask_loss(
     return total
 
 
-def task_loss(config, outputs: Mapping[str, Any], targets, label_smoothing: float | None = None) -> jax.Array:
-    """The training objective of `config.task` on a model's `outputs` (label smoothing from the config)."""
-    eps = config.label_smoothing if label_smoothing is None else label_smoothing
+def task_loss(config, outputs: Mapping[str, Any], targets, label_smoothing: float | None = None,
+              hparams=None) -> jax.Array:
+    """The training objective of `config.task` on a model's `outputs`.
+
+    Label smoothing, the Huber delta and the multitask weights come from `hparams` (a
+    `train.TrainHyperparams`, possibly traced under `vmap`) when given, else from the config;
+    an explicit `label_smoothing` overrides both (validation uses 0).
+    """
+    source = config if hparams is None else hparams
+    eps = source.label_smoothing if label_smoothing is None else label_smoothing
     if config.task == "regression":
         if config.regression_loss == "huber":
-            return huber(outputs["prediction"], targets, config.huber_delta)
+            return huber(outputs["prediction"], targets, source.huber_delta)
         return mse(outputs["prediction"], targets)
     if config.task == "classification":
         return cross_entropy(outputs["logits"], targets, eps)
-    return multitask_loss(outputs, targets, dict(config.multitask_weights), eps, config.uncertainty_weighting)
+    weights = dict(config.multitask_weights)
+    if hparams is not None:  # traced weights; tasks the config weighs 0 stay out of the program
+        weights = {k: hparams.multitask_weights[k] for k, v in weights.items() if v != 0}
+    return multitask_loss(outputs, targets, weights, eps, config.uncertainty_weighting)
 
 
 # ----------------------------------------------------------------------------------------- metrics

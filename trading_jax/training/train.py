@@ -13,11 +13,12 @@
 5. skips (masks out) any update whose loss or gradient norm is not finite and counts it.
 
 The same training is available as explicit steps over a checkpointable `TrainState`:
-`trainer = make_trainer(config, data)` gives `trainer.init(key) -> state`,
-`trainer.run(state, n_epochs) -> state` (the next `n_epochs`, static) and `trainer.result(state)`,
-with `result(run(init(key), epochs)) == train(key)` bit for bit for any chunking of the epochs.
-`fit(trainer, key, checkpointer, every_epochs, writer)` runs the chunks with Orbax checkpoints
-(best k by validation loss, exact resume from the latest), TensorBoard scalars and a tqdm bar.
+`trainer = make_trainer(config, data)` is a `trading_jax.loop.FunctionTrainer` with
+`trainer.init(key) -> state`, `trainer.run(state, n_epochs) -> (state, records)` and `trainer.result(state)`,
+with `result(run(init(key), epochs)) == train(key)` bit for bit for any chunking of the epochs;
+`trading_jax.loop.fit(trainer, key, checkpointer=..., writer=...)` runs the chunks with Orbax checkpoints
+(best k by validation loss, exact resume from the latest), TensorBoard scalars and a progress bar, and
+`trainer.population(M)` trains M seeds or a hyperparameter grid (`TrainHyperparams`) in one compilation.
 
 Randomness: `key` is split into init / dropout / per-epoch keys (epoch e: `split(k_epochs, epochs)[e]`); the same key gives the same params,
 bit for bit on CPU. Data-parallel: with a mesh holding a "data" axis (or `data_parallel=True`), every
@@ -27,14 +28,16 @@ the dataset itself is replicated on every device.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
-
+from flax import struct
+from trading_jax import parallel
+from trading_jax.loop import FunctionTrainer
 from trading_jax.training import augment, curriculum
 from trading_jax.training.config import Dataset, TrainConfig
 from trading_jax.training.losses import task_loss
@@ -85,6 +88,7 @@ class TrainState(NamedTuple):
         best_params: params after the best epoch so far (the initial params before any).
         history: per-epoch `[epochs]` buffers as in `TrainResult.history`; entries of epochs not yet
             run are NaN (losses), 0 or False.
+        hparams: the run's `TrainHyperparams`.
     """
 
     params: Any
@@ -94,6 +98,7 @@ class TrainState(NamedTuple):
     stopping: EarlyStopping
     best_params: Any
     history: dict
+    hparams: Any
 
 
 def early_stopping_update(state: EarlyStopping, epoch, val_loss, patience: int | None):
@@ -118,29 +123,82 @@ def early_stopping_update(state: EarlyStopping, epoch, val_loss, patience: int |
     ), improved
 
 
+# ------------------------------------------------------------------------------ hyperparameters
+
+
+@struct.dataclass
+class TrainHyperparams:
+    """The vmappable supervised hyperparameters: float32 scalars, or `[n]` arrays for a grid under `vmap`.
+
+    Everything here changes values, never shapes, so `jax.vmap(train)(keys, grid)` trains a whole grid in one
+    compilation. Whether noise, mixup and FGSM are on at all is static (`TrainConfig.noise_std > 0`, ...);
+    their strengths are here. Not vmappable: the dropout rate (Flax's `Dropout` branches on it in Python),
+    the schedule's warm-up length, epochs and batch size (they change the program).
+
+    Attributes:
+        learning_rate, final_lr_fraction, weight_decay, max_grad_norm, label_smoothing, huber_delta,
+        noise_std, mixup_alpha, fgsm_epsilon: as in `TrainConfig`.
+        multitask_weights: `{task: weight}` of the multitask loss.
+    """
+
+    learning_rate: Any
+    final_lr_fraction: Any
+    weight_decay: Any
+    max_grad_norm: Any
+    label_smoothing: Any
+    huber_delta: Any
+    noise_std: Any
+    mixup_alpha: Any
+    fgsm_epsilon: Any
+    multitask_weights: Any
+
+
+def hyperparams(config: TrainConfig) -> TrainHyperparams:
+    """The config's hyperparameters as float32 scalars."""
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    names = [f.name for f in dataclasses.fields(TrainHyperparams) if f.name != "multitask_weights"]
+    return TrainHyperparams(**{n: f32(getattr(config, n)) for n in names},
+                            multitask_weights={k: f32(v) for k, v in config.multitask_weights})
+
+
 # ------------------------------------------------------------------------------------ optimiser
 
 
-def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
+def make_schedule(config: TrainConfig, total_steps: int, hparams: TrainHyperparams | None = None) -> optax.Schedule:
     """Linear warm-up 0 -> lr over `warmup_steps`, then cosine decay to `final_lr_fraction * lr` at `total_steps`.
 
         lr(t) = lr t / W                                                  for t < W,
         lr(t) = end + (lr - end) (1 + cos(pi (t - W) / (T - W))) / 2       for W <= t <= T.
+
+    `lr` and `final_lr_fraction` come from `hparams` when given (they may be traced), else the config.
     """
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        decay_steps=max(int(total_steps), config.warmup_steps + 1),
-        end_value=config.learning_rate * config.final_lr_fraction,
-    )
+    lr = config.learning_rate if hparams is None else hparams.learning_rate
+    fraction = config.final_lr_fraction if hparams is None else hparams.final_lr_fraction
+    warmup = int(config.warmup_steps)
+    decay_steps = max(int(total_steps), warmup + 1) - warmup
+
+    def schedule(count):
+        t = jnp.asarray(count, jnp.float32)
+        peak = jnp.asarray(lr, jnp.float32)
+        end = peak * fraction
+        progress = jnp.clip((t - warmup) / decay_steps, 0.0, 1.0)
+        cosine = end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        if warmup == 0:
+            return cosine
+        return jnp.where(t < warmup, peak * t / warmup, cosine)
+
+    return schedule
 
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """`clip_by_global_norm(max_grad_norm) -> adamw(make_schedule(...), weight_decay)`."""
+def make_optimizer(config: TrainConfig, total_steps: int, hparams: TrainHyperparams | None = None
+                   ) -> optax.GradientTransformation:
+    """`clip_by_global_norm(max_grad_norm) -> adamw(make_schedule(...), weight_decay)` (values from `hparams`
+    when given)."""
+    clip = config.max_grad_norm if hparams is None else hparams.max_grad_norm
+    decay = config.weight_decay if hparams is None else hparams.weight_decay
     return optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adamw(make_schedule(config, total_steps), weight_decay=config.weight_decay),
+        optax.clip_by_global_norm(clip),
+        optax.adamw(make_schedule(config, total_steps, hparams), weight_decay=decay),
     )
 
 
@@ -191,12 +249,6 @@ def _check_data(data: Dataset) -> None:
             check_finite(field + jax.tree_util.keystr(path), leaf)
 
 
-def make_mesh(n_devices: int | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh with a "data" axis over `n_devices` (default all) devices, with Auto axis types."""
-    n = jax.device_count() if n_devices is None else n_devices
-    return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
 # ----------------------------------------------------------------------------------- helpers
 
 
@@ -231,22 +283,12 @@ def _prepare_batches(config: TrainConfig, n: int, what: str, data, mesh, data_pa
     if steps == 0:
         raise ValueError(f"{what}={n} is smaller than batch_size={config.batch_size}: no full minibatch")
     if data_parallel and mesh is None:
-        mesh = make_mesh()
-    batch_sharding, replicated = _sharding(mesh, config)
+        mesh = parallel.make_mesh()
+    parallel.check_divisible(mesh, batch_size=config.batch_size)
+    batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated_sharding(mesh)
     if replicated is not None:
         data = jax.device_put(data, replicated)
     return steps, mesh, batch_sharding, replicated, data
-
-
-def _sharding(mesh, config: TrainConfig):
-    if mesh is None:
-        return None, None
-    if "data" not in mesh.axis_names:
-        raise ValueError(f"the mesh needs a 'data' axis; it has {mesh.axis_names}")
-    n = mesh.shape["data"]
-    if config.batch_size % n:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {n} devices of the 'data' axis")
-    return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
 def _constrain(tree, sharding):
@@ -262,19 +304,28 @@ def _epoch_indices(key, n: int, steps: int, batch: int, order=None, pool=None):
     return perm[: steps * batch].reshape(steps, batch)
 
 
-# -------------------------------------------------------------------------------- make_train
+# -------------------------------------------------------------------------------- make_trainer
+
+HISTORY_KEYS = ("train_loss", "val_loss", "skipped_steps", "stopped", "pool")
 
 
-def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False):
-    """Build `train(key, data=None, params=None) -> TrainResult` (jitted; see the module docstring).
+def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False) -> FunctionTrainer:
+    """Supervised training as a `trading_jax.loop.FunctionTrainer` over a checkpointable `TrainState`.
+
+    One unit is an epoch: `trainer.run(state, n)` runs the next `n` epochs (a `lax.scan`) and returns
+    their records (`HISTORY_KEYS` plus "active": False for epochs after early stopping).
+    `trainer.train(key)`, `result(run(init(key), epochs))` and any chunking `run(run(s, a), b)` are
+    bit-identical: epoch `e` draws its randomness from `jax.random.split(state.key, config.epochs)[e]`.
+    `trainer.population(M)` trains M seeds / hyperparameter settings in one compilation; drive either
+    with `trading_jax.loop.fit`.
 
     Args:
         config: the training configuration.
         data: a `Dataset`; it is checked for NaN/inf on the host here (ValueError naming the array
-            and the index of the first bad value). `train(key, data=other)` retrains on another dataset
-            of the same shapes without recompiling (pass data as an argument to avoid baking it in).
+            and the index of the first bad value). It is the trainer's `args["data"]`: pass another
+            same-shaped dataset as `init(key, args=...)` / `run(state, n, args=...)` without recompiling.
         mesh: a mesh with a "data" axis: minibatches are sharded over it, params replicated.
-        data_parallel: build `make_mesh()` over all devices when no mesh is given.
+        data_parallel: build `trading_jax.parallel.make_mesh()` over all devices when no mesh is given.
 
     Raises:
         ValueError: non-finite data, too few samples for one batch, a batch not divisible by devices.
@@ -286,7 +337,6 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
     model = config.build_model()
     apply = _apply_fn(model, config)
     total_steps = config.epochs * steps
-    tx = make_optimizer(config, total_steps)
     epochs, batch = config.epochs, config.batch_size
 
     def prepare_targets(y, n_classes):
@@ -297,24 +347,24 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
                         else jnp.asarray(v, jnp.float32)) for k, v in y.items()}
         return jnp.asarray(y, jnp.float32)
 
-    def batch_loss(params, x, y, key):
+    def batch_loss(params, x, y, key, hp):
         k_drop, k_adv = jax.random.split(key)
 
         def loss_of(xx, p, k):
-            return task_loss(config, apply(p, xx, True, k), y)
+            return task_loss(config, apply(p, xx, True, k), y, hparams=hp)
 
         loss = loss_of(x, params, k_drop)
         if config.fgsm_epsilon > 0:
             frozen = jax.lax.stop_gradient(params)
-            x_adv = augment.fgsm(lambda xx: loss_of(xx, frozen, k_drop), x, config.fgsm_epsilon)
+            x_adv = augment.fgsm(lambda xx: loss_of(xx, frozen, k_drop), x, hp.fgsm_epsilon)
             loss = loss + loss_of(x_adv, params, k_adv)
         return loss
 
-    def val_loss(params, data):
+    def val_loss(params, data, hp):
         def one(sample):
             x, y = sample
             out = apply(params, x[None], False)
-            return task_loss(config, out, jax.tree.map(lambda a: a[None], y), label_smoothing=0.0)
+            return task_loss(config, out, jax.tree.map(lambda a: a[None], y), label_smoothing=0.0, hparams=hp)
 
         n_val = jax.tree.leaves(data.x_val)[0].shape[0]
         losses = jax.lax.map(one, (data.x_val, data.y_val), batch_size=min(config.eval_batch_size, n_val))
@@ -326,7 +376,9 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
         logits = out_shapes.get("logits") if config.task == "classification" else out_shapes.get("direction_logits")
         return None if logits is None else logits.shape[-1]
 
-    def _init(key, data, init_params) -> TrainState:
+    def init_fn(key, hp, args) -> TrainState:
+        data, init_params = args["data"], args["params"]
+        hp = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), hp)
         k_init, k_drop, k_epochs = jax.random.split(key, 3)
         x0 = data.x_train[:1]
         if init_params is None:
@@ -339,10 +391,15 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
                    "skipped_steps": jnp.zeros((epochs,), jnp.int32),
                    "stopped": jnp.zeros((epochs,), bool),
                    "pool": jnp.zeros((epochs,), jnp.int32)}
+        tx = make_optimizer(config, total_steps, hp)
         return TrainState(params, tx.init(params), k_epochs, jnp.zeros((), jnp.int32), EarlyStopping.init(),
-                          params, history)
+                          params, history, hp)
 
-    def _run(state: TrainState, data, n_epochs: int) -> TrainState:
+    def run_fn(state: TrainState, args, n_epochs: int):
+        data = args["data"]
+        hp = state.hparams
+        tx = make_optimizer(config, total_steps, hp)
+        first = state.epoch
         n_classes = _shapes(state.params, data)
         if config.curriculum:
             difficulty = data.difficulty
@@ -362,10 +419,10 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
             y = prepare_targets(y, n_classes)
             k_noise, k_mix, k_loss = jax.random.split(key, 3)
             if config.noise_std > 0:
-                x = augment.gaussian_noise(k_noise, x, config.noise_std)
+                x = augment.gaussian_noise(k_noise, x, hp.noise_std)
             if config.mixup_alpha > 0:
-                x, y = augment.mixup(k_mix, x, y, config.mixup_alpha)
-            loss, grads = jax.value_and_grad(batch_loss)(params, x, y, k_loss)
+                x, y = augment.mixup(k_mix, x, y, hp.mixup_alpha)
+            loss, grads = jax.value_and_grad(batch_loss)(params, x, y, k_loss, hp)
             updates, new_opt_state = tx.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
@@ -393,7 +450,7 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
             )
             n_done = jnp.sum(done)
             train_loss = jnp.where(n_done > 0, jnp.sum(jnp.where(done, losses, 0.0)) / jnp.maximum(n_done, 1), jnp.nan)
-            v = val_loss(params, data)
+            v = val_loss(params, data, hp)
             was_stopped = stopping.stopped
             new_stopping, improved = early_stopping_update(stopping, e, v, config.patience)
             best_params = _select(improved & in_range, params, best_params)
@@ -405,170 +462,48 @@ def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: boo
             history = {k: buf.at[slot].set(record[k].astype(buf.dtype), mode="drop")
                        for k, buf in state.history.items()}
             new = TrainState(params, opt_state, state.key, jnp.where(in_range, e + 1, e).astype(jnp.int32),
-                             stopping, best_params, history)
+                             stopping, best_params, history, hp)
             return new, None
 
         state, _ = jax.lax.scan(epoch, state, None, length=n_epochs)
-        return state
+        # the chunk's records, read back from the history (epochs past the end: inactive)
+        idx = first + jnp.arange(n_epochs)
+        in_range = idx < epochs
+        safe = jnp.clip(idx, 0, epochs - 1)
+        metrics = {k: state.history[k][safe] for k in HISTORY_KEYS}
+        metrics["active"] = in_range & ~metrics["stopped"]
+        return state, metrics
 
-    def _result(state: TrainState) -> TrainResult:
+    def result_fn(state: TrainState) -> TrainResult:
         return TrainResult(state.params, state.best_params, state.history, state.stopping.best_epoch)
 
-    def _train(key, data, init_params):
-        return _result(_run(_init(key, data, init_params), data, epochs))
+    return FunctionTrainer(
+        init_fn=init_fn, run_fn=run_fn, result_fn=result_fn, counter_fn=lambda s: s.epoch,
+        args={"data": data, "params": None}, hparams=hyperparams(config), total=epochs, unit="epoch",
+        samples_per_unit=steps * batch, display=("train_loss", "val_loss"), config=config, model=model,
+        mesh=mesh, extras={"steps_per_epoch": steps},
+    )
 
-    jitted = jax.jit(_train)
-    jit_init = jax.jit(_init)
-    jit_run = jax.jit(_run, static_argnums=2)
-    jit_result = jax.jit(_result)
-    default_data = data
 
-    def train(key, data=None, params=None) -> TrainResult:
-        """Train from `key` (optionally on another same-shaped `data`, from given initial `params`)."""
-        return jitted(key, default_data if data is None else data, params)
+def make_train(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False):
+    """`train(key, data=None, params=None, hparams=None) -> TrainResult`: the whole run in one call.
 
-    def init(key, data=None, params=None) -> TrainState:
-        """The state before epoch 0 (params from `key`, or the given initial `params`)."""
-        return jit_init(key, default_data if data is None else data, params)
+    `jax.jit(jax.vmap(train))(keys)` trains one model per key and `jax.vmap(train)(keys, hparams=grid)`
+    (with `trading_jax.loop.hyperparam_grid(hyperparams(config), learning_rate=[...])`) one per setting,
+    each in one compilation. `params` starts from given initial params (e.g. `make_pretrain`'s), `data`
+    trains on another same-shaped dataset without recompiling. Arguments and errors: `make_trainer`.
+    """
+    trainer = make_trainer(config, data, mesh=mesh, data_parallel=data_parallel)
+    default_data = trainer.args["data"]
 
-    def run(state: TrainState, n_epochs: int, data=None) -> TrainState:
-        """Run the next `n_epochs` (static) epochs from `state.epoch`; epochs past `config.epochs` are no-ops."""
-        return jit_run(state, default_data if data is None else data, int(n_epochs))
+    def train(key, data=None, params=None, hparams=None) -> TrainResult:
+        """Train from `key` (optionally on another same-shaped `data`, from initial `params`, with `hparams`)."""
+        args = {"data": default_data if data is None else data, "params": params}
+        return trainer.train(key, hparams, args)
 
-    train.jitted = jitted
-    train.model = model
+    train.trainer = trainer
+    train.model = trainer.model
     train.config = config
-    train.steps_per_epoch = steps
-    train.mesh = mesh
-    train.trainer = Trainer(init=init, run=run, result=jit_result, train=train, config=config, model=model,
-                            steps_per_epoch=steps, mesh=mesh)
+    train.steps_per_epoch = trainer.extras["steps_per_epoch"]
+    train.mesh = trainer.mesh
     return train
-
-
-class Trainer(NamedTuple):
-    """Training as explicit, checkpointable steps (see `make_trainer`).
-
-    Attributes:
-        init: `init(key, data=None, params=None) -> TrainState` (jitted).
-        run: `run(state, n_epochs, data=None) -> TrainState`: a `lax.scan` over the next `n_epochs`
-            (static: one compilation per distinct value) epochs, continuing from `state.epoch`.
-        result: `result(state) -> TrainResult` (jitted).
-        train: the one-shot `train(key, data=None, params=None) -> TrainResult` of `make_train`.
-        config, model, steps_per_epoch, mesh: as on `train`.
-    """
-
-    init: Any
-    run: Any
-    result: Any
-    train: Any
-    config: TrainConfig
-    model: Any
-    steps_per_epoch: int
-    mesh: Any
-
-
-def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False) -> Trainer:
-    """`make_train`, split into `init` / `run` / `result` over an explicit `TrainState`.
-
-    `trainer.result(trainer.run(trainer.init(key), config.epochs))` equals `trainer.train(key)` bit for
-    bit, and so does any chunking of the epochs (`run(run(s, 2), 3)`): epoch `e` draws its randomness
-    from `jax.random.split(state.key, config.epochs)[e]`. Arguments and errors are those of `make_train`.
-    """
-    return make_train(config, data, mesh=mesh, data_parallel=data_parallel).trainer
-
-
-# ------------------------------------------------------------------------------------------ fit
-
-
-def fit(trainer: Trainer, key, checkpointer=None, every_epochs: int = 1, writer=None, show_progress: bool = True,
-        *, max_epochs: int | None = None, callback=None, param_histograms: bool = False, desc: str = "train",
-        data=None) -> TrainResult:
-    """Train in chunks of `every_epochs` epochs with checkpoints, TensorBoard scalars and a progress bar.
-
-    The final result equals `trainer.train(key)` bit for bit, however the run is chunked, interrupted
-    and resumed.
-
-    Args:
-        trainer: from `make_trainer`.
-        key: the training key (the same key must be passed when resuming).
-        checkpointer: a `trading_jax.checkpoint.Checkpointer`, or None. If it holds a checkpoint,
-            training resumes from its latest step (restored into `trainer.init(key)`'s structure).
-            After each chunk the whole `TrainState` is saved at step = epochs completed, with metrics
-            `{"val_loss": last epoch's val_loss, "train_loss": ...}` (its `best_metric` should be
-            "val_loss" or "train_loss"). The checkpointer's `save_every_steps` applies (the last
-            epoch is always saved).
-        every_epochs: epochs per jitted chunk (and per checkpoint / log write).
-        writer: a `trading_jax.logging.TensorBoardWriter`, or None: per-epoch "train_loss", "val_loss"
-            and "skipped_steps" scalars at step = epoch index, and (with `param_histograms`) a
-            histogram of every param leaf after each chunk.
-        show_progress: a tqdm bar on stderr over epochs, with the last loss, val loss and throughput
-            (training samples per second, compilation of the first chunk included).
-        max_epochs: stop (without error) once this many epochs are done; resume later with another call.
-        callback: `callback(state, records)` after each chunk (after the checkpoint is written);
-            `records` holds the chunk's per-epoch history as NumPy arrays. It may raise to stop.
-        param_histograms: also write param histograms after each chunk (needs `writer`).
-        desc: the progress bar's label.
-        data: train on another same-shaped dataset (as `train(key, data=...)`).
-
-    Returns:
-        `trainer.result(state)` of the final state (after `max_epochs` when given: a partial run).
-    """
-    import sys
-    import time
-
-    from trading_jax.logging import get_logger
-
-    log = get_logger(__name__)
-    if every_epochs < 1:
-        raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
-    epochs = trainer.config.epochs
-    stop_at = epochs if max_epochs is None else max(0, min(epochs, int(max_epochs)))
-    state = trainer.init(key, data)
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        step = checkpointer.latest_step()
-        state = checkpointer.restore(step, target=state)
-        log.info("resuming training from the checkpoint at epoch %d", int(state.epoch))
-    done = int(state.epoch)
-
-    bar = None
-    if show_progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, initial=done, desc=desc, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-        except ImportError:  # pragma: no cover - tqdm is a core dependency
-            bar = None
-    try:
-        while done < stop_at:
-            n = min(every_epochs, stop_at - done)
-            start = time.perf_counter()
-            state = trainer.run(state, n, data)
-            history = jax.tree.map(lambda a: np.asarray(a)[done : done + n], jax.device_get(state.history))
-            seconds = max(time.perf_counter() - start, 1e-9)
-            new_done = int(state.epoch)
-            last = {"val_loss": float(history["val_loss"][-1]), "train_loss": float(history["train_loss"][-1])}
-            if checkpointer is not None:
-                checkpointer.save(new_done, state, last, force=new_done == epochs)
-            if writer is not None:
-                for i in range(n):
-                    writer.scalars(done + i, {"train_loss": history["train_loss"][i], "val_loss": history["val_loss"][i],
-                                              "skipped_steps": history["skipped_steps"][i]})
-                if param_histograms:
-                    for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
-                        name = "params/" + "/".join(str(getattr(k, "key", k)) for k in path)
-                        writer.histogram(new_done, name, np.asarray(leaf))
-                writer.flush()
-            samples = int(np.sum(history["pool"]))
-            if bar is not None:
-                bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_loss=f"{last['val_loss']:.4g}",
-                                samples_per_s=f"{samples / seconds:.4g}", refresh=False)
-                bar.update(new_done - done)
-            log.debug("epochs %d-%d: loss %.4g, val_loss %.4g, %.4g samples/s", done, new_done - 1,
-                      last["train_loss"], last["val_loss"], samples / seconds)
-            done = new_done
-            if callback is not None:
-                callback(state, history)
-    finally:
-        if bar is not None:
-            bar.close()
-    return trainer.result(state)
