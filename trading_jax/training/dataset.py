@@ -4,7 +4,8 @@
 market) and its `FeaturePipeline` tensor with the normaliser fitted on the training split only; labels
 from t+1 onward; and the windows of each chronological split (embargo = horizon by default), dropping
 samples whose inputs leave the split or whose label reads a bar past the split end or an unobserved
-(filled) bar. Regression targets are scaled by the training split's std.
+(filled) bar (every bar t .. t + `label_reach` must be observed). Regression targets are scaled by the
+training split's std; that scale and the normaliser's statistics are returned in `info`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DataSpec", "load_panel", "make_labels", "build_datasets"]
+__all__ = ["DataSpec", "load_panel", "make_labels", "label_reach", "labels_observed", "build_datasets"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,8 @@ class DataSpec:
         repair: repairs passed to `load_ohlcv` (reported in the load report).
         synthetic_bars, synthetic_assets, synthetic_seed: size and seed of the synthetic market.
         window: bars per input window.
-        horizon: label horizon in bars (labels read bars t+1 .. t+horizon).
+        horizon: label horizon in bars (labels read bars t+1 .. t+horizon; the multitask volatility
+            label reads t+1 .. t+max(horizon, 2), see `label_reach`).
         dead_band: direction labels within +-dead_band (log return) are "flat".
         train, val, test: chronological split fractions.
         embargo: bars left out between splits (default: `horizon`).
@@ -69,7 +71,7 @@ def load_panel(spec: DataSpec):
 
 
 def make_labels(task: str, bars, spec: DataSpec):
-    """`(targets pytree [time, asset], valid [time, asset])` built from bars t+1 .. t+horizon."""
+    """`(targets pytree [time, asset], valid [time, asset])` built from bars t+1 .. t+`label_reach(task, horizon)`."""
     from trading_jax.data import labels
 
     close = jnp.asarray(bars.close)
@@ -87,12 +89,37 @@ def make_labels(task: str, bars, spec: DataSpec):
     return targets, np.asarray(ret_ok & dir_ok & vol_ok & volume_ok)
 
 
+def label_reach(task: str, horizon: int) -> int:
+    """How many bars past t the labels of `task` read: the label of t reads bars t .. t + reach.
+
+    The return and direction labels read bar t + horizon (and the volume label t+1 .. t+horizon);
+    the multitask volatility label reads t+1 .. t + max(horizon, 2) (`make_labels`).
+    """
+    return max(horizon, 2) if task == "multitask" else horizon
+
+
+def labels_observed(observed, reach: int) -> np.ndarray:
+    """bool `[time, asset]`: every bar t .. t + reach of the asset was observed (not filled).
+
+    A label that reads a filled bar (`fill_missing_bars`: flat at the previous close, no volume) is
+    not a real outcome; False also where t + reach is past the end.
+    """
+    observed = np.asarray(observed, bool)
+    n = observed.shape[0]
+    missing = np.concatenate([np.zeros((1,) + observed.shape[1:], np.int64), np.cumsum(~observed, axis=0)])
+    t = np.arange(n)
+    in_range = (t + reach < n).reshape((n,) + (1,) * (observed.ndim - 1))
+    return (missing[np.minimum(t + reach + 1, n)] - missing[t] == 0) & in_range
+
+
 def build_datasets(spec: DataSpec, task: str):
     """Windows and labels of the train, val and test splits, pooled over assets.
 
     Returns:
         `(splits, info)`: `splits[name] = (X [n, window, F], y, t [n])` for train/val/test, and
-        `info` with the feature names, split ranges, target scale and sample counts.
+        `info` with the feature names, split ranges, embargo, target scale (regression targets are
+        divided by it), the normaliser's per-feature "mean" and "std" (fitted on the training rows
+        only; lists of floats) and the sample counts.
     """
     from trading_jax.data.splits import chronological_split
     from trading_jax.data.windows import make_supervised_dataset
@@ -108,9 +135,9 @@ def build_datasets(spec: DataSpec, task: str):
     state = pipeline.fit(jnp.where(jnp.asarray(valid)[..., None], raw, jnp.nan), split.train)
     features = np.asarray(pipeline.transform(state, raw), np.float32)
     targets, target_ok = make_labels(task, bars, spec)
-    # a label that reads a filled (unobserved) bar is not a real outcome
-    future_observed = np.stack([np.asarray(observed[min(t + 1, len(observed) - 1)]) for t in range(len(observed))])
-    target_ok = target_ok & future_observed
+    # a label that reads a filled (unobserved) bar, anywhere in t .. t + reach, is not a real outcome
+    reach = label_reach(task, spec.horizon)
+    target_ok = target_ok & labels_observed(observed, reach)
 
     splits = {}
     for name in ("train", "val", "test"):
@@ -119,7 +146,7 @@ def build_datasets(spec: DataSpec, task: str):
             y = jax.tree.map(lambda v: v[:, a], targets)
             parts.append(make_supervised_dataset(
                 features[:, a], y, target_ok[:, a], spec.window, getattr(split, name), stride=spec.stride if name == "train" else 1,
-                lookback_before_split=name != "train", horizon=spec.horizon, input_valid=valid[:, a]))
+                lookback_before_split=name != "train", horizon=reach, input_valid=valid[:, a]))
         x = np.concatenate([np.asarray(p[0]) for p in parts])
         y = jax.tree.map(lambda *vs: np.concatenate([np.asarray(v) for v in vs]), *[p[1] for p in parts])
         t = np.concatenate([p[2] for p in parts])
@@ -133,5 +160,7 @@ def build_datasets(spec: DataSpec, task: str):
         splits = {k: (x, y / scale, t) for k, (x, y, t) in splits.items()}
     info = {"source": source, "symbols": list(symbols), "features": list(pipeline.names(len(symbols))),
             "split": {k: [getattr(split, k).start, getattr(split, k).stop] for k in ("train", "val", "test")},
-            "embargo": embargo, "target_scale": scale, "samples": {k: len(v[0]) for k, v in splits.items()}}
+            "embargo": embargo, "target_scale": scale,
+            "normalizer": {"mean": np.asarray(state.mean).tolist(), "std": np.asarray(state.std).tolist()},
+            "samples": {k: len(v[0]) for k, v in splits.items()}}
     return splits, info
