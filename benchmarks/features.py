@@ -39,7 +39,8 @@ import numpy as np
 
 from trading_jax.data.types import Bars
 from trading_jax.features import indicators as ind
-from trading_jax.features.pipeline import FeaturePipeline, fill_missing_bars
+from trading_jax.data.panels import fill_missing_bars
+from trading_jax.features.pipeline import FeaturePipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRADING_JAX_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -33,6 +33,38 @@ def test_make_market_adds_a_path_axis_and_exact_log_returns():
     np.testing.assert_allclose(market.log_return[0, 5, 0], np.log(6 / 5), rtol=1e-6)
 
 
+FIX = ("an environment cannot trade on missing or infinite values: repair or fill those bars first "
+       "(load_ohlcv(..., repair=...), fill_missing_bars) or cut those rows out (e.g. start the split after the "
+       "feature warm-up).")
+
+
+@pytest.mark.parametrize("field", ["open", "high", "low", "close", "volume"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_make_market_refuses_a_nan_or_inf_bar_naming_the_array_path_asset_and_row(field, bad):
+    close = np.full((2, 6, 3), 100.0)  # [path, time, asset]
+    fields = {name: close.copy() for name in Bars._fields}
+    fields[field][1, 4, 2] = bad
+    fields[field][1, 5, 2] = bad
+    with pytest.raises(ValueError) as error:
+        make_market(Bars(**fields), spread=1e-3)
+    assert str(error.value) == f"make_market: {field} has 2 NaN/inf values, the first {bad} at path 1, asset 2, row 4; " + FIX
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+def test_make_market_refuses_nan_features_naming_the_feature_and_a_one_path_market_as_path_0():
+    close = np.full((6, 2), 100.0)  # [time, asset]: one path
+    features = np.zeros((6, 2, 3))
+    features[:2, :, 1] = np.nan  # e.g. the warm-up rows of a feature
+    with pytest.raises(ValueError) as error:
+        make_market(Bars(close, close, close, close, close), 1e-3, features)
+    assert str(error.value) == "make_market: features has 4 NaN/inf values, the first nan at path 0, asset 0, row 0, feature 1; " + FIX
+    # float64 values too large for float32 become inf in the cast, and are refused too
+    huge = close.copy()
+    huge[3, 1] = 1e39
+    with pytest.raises(ValueError, match=r"^make_market: close has 1 NaN/inf value, the first inf at path 0, asset 1, row 3;"):
+        make_market(Bars(close, close, close, huge, close), 1e-3)
+
+
 def test_log_return_window_ends_at_the_decision_bar():
     market = ramp_market()
     window = log_return_window(market, jnp.int32(0), jnp.int32(7), 3)

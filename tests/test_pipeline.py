@@ -6,15 +6,10 @@ All synthetic cases share one panel shape so the pipeline compiles once for them
 import numpy as np
 import pytest
 
+from trading_jax.data.panels import builtin_market, fill_missing_bars
 from trading_jax.data.splits import IndexRange
 from trading_jax.data.types import Bars
-from trading_jax.features.pipeline import (
-    FeaturePipeline,
-    fill_missing_bars,
-    run_feature_job,
-    synthetic_market,
-    temporal_features,
-)
+from trading_jax.features.pipeline import FeatureConfig, FeaturePipeline, run_feature_job, temporal_features
 
 N_BARS, N_ASSETS = 400, 3
 
@@ -26,7 +21,7 @@ def pipeline():
 
 @pytest.fixture(scope="module")
 def market():
-    return synthetic_market(N_BARS, N_ASSETS, seed=1)
+    return builtin_market(N_BARS, N_ASSETS, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +45,10 @@ def test_features_are_nan_exactly_during_the_warm_up(pipeline, raw):
 
 
 def test_warm_up_of_a_single_asset_leaves_out_the_cross_asset_correlation():
-    from trading_jax.features.pipeline import FeatureConfig
-
     config = FeatureConfig(hurst_window=None, fourier=None, volatility_periods=(20,), correlation_window=90)
     pipeline = FeaturePipeline(config)
     assert pipeline.warmup_for(1) == 60 and pipeline.warmup_for(3) == 90  # 60-bar log return vs 90-bar correlation
-    bars, timestamps, _ = synthetic_market(160, 1, seed=2)
+    bars, timestamps, _ = builtin_market(160, 1, seed=2)
     nan_rows = np.isnan(np.asarray(pipeline.compute(bars, timestamps))).any(axis=(1, 2))
     assert nan_rows[:60].all() and not nan_rows[60:].any()
 
@@ -128,6 +121,67 @@ def test_feature_job_saves_normalised_features_without_nan_on_valid_rows(tmp_pat
     assert np.isfinite(saved["features"][saved["valid"]]).all()
     assert list(saved["train"]) == [0, 300]
     assert f"{N_BARS:,} bars x {N_ASSETS} assets" in summary
+
+
+def test_builtin_market_is_the_documented_offline_panel():
+    bars, timestamps, symbols = builtin_market(6, 2, seed=0)
+    assert symbols == ("SYN0", "SYN1") and bars.close.shape == (6, 2) and bars.close.dtype == np.float64
+    np.testing.assert_array_equal(timestamps, np.datetime64("2024-01-01T00:00", "ns") + np.arange(6) * np.timedelta64(1, "h"))
+    again = builtin_market(6, 2, seed=0)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(bars, again))
+
+
+def test_the_old_feature_import_of_fill_missing_bars_is_the_data_panel_function():
+    import trading_jax.data as data
+    import trading_jax.features as features
+
+    assert features.fill_missing_bars is data.fill_missing_bars is fill_missing_bars
+    assert data.builtin_market is builtin_market
+    # the module is `panels`, so `trading_jax.data.panel` stays the synthetic panel generator
+    from trading_jax.data import panel, synthetic
+
+    assert panel is synthetic.panel
+
+
+def test_min_bars_is_warm_up_plus_one_and_reaches_past_the_warm_up_in_the_training_split():
+    from trading_jax.data.splits import chronological_split
+
+    pipeline = FeaturePipeline()
+    assert (pipeline.warmup_for(1), pipeline.min_bars(1)) == (128, 129)
+    assert pipeline.min_bars(1, train_fraction=0.7) == 184  # round(0.7 * 184) = 129 training bars
+    assert chronological_split(184, 0.7, 0.0, 0.3).train.stop == 129
+    assert chronological_split(183, 0.7, 0.0, 0.3).train.stop == 128  # one bar fewer: no settled training row
+    fast = FeaturePipeline(FeatureConfig(hurst_window=None, fourier=None))
+    assert (fast.warmup_for(3), fast.min_bars(3)) == (60, 61)  # 60-bar returns and volatilities
+
+
+@pytest.mark.parametrize("n_bars", [1, 4, 5, 127, 128])
+def test_a_market_shorter_than_the_warm_up_plus_one_is_refused_with_the_bars_it_needs(n_bars):
+    bars, timestamps, _ = builtin_market(n_bars, 1, seed=0)
+    expected = (
+        f"FeaturePipeline.compute: the market has {n_bars} bar{'s' if n_bars != 1 else ''} but the feature pipeline "
+        "needs at least 129 bars (warm-up 128) so that at least one row has every feature: rows 0 .. 127 are the "
+        "warm-up; the longest warm-up is the 'hurst_128' feature's: use at least 129 bars, or switch off or shorten "
+        "the long-window features in FeatureConfig (e.g. hurst_window=None, fourier=None)."
+    )
+    with pytest.raises(ValueError) as error:
+        FeaturePipeline().compute(bars, timestamps)
+    assert str(error.value) == expected
+
+
+def test_the_shortest_accepted_market_has_exactly_one_row_with_every_feature():
+    pipeline = FeaturePipeline(FeatureConfig(hurst_window=None, fourier=None, correlation_window=None))
+    bars, timestamps, _ = builtin_market(pipeline.min_bars(1), 1, seed=0)
+    nan_rows = np.isnan(np.asarray(pipeline.compute(bars, timestamps))).any(axis=(1, 2))
+    assert nan_rows[:-1].all() and not nan_rows[-1]
+
+
+def test_the_feature_job_refuses_a_market_whose_training_split_ends_inside_the_warm_up(tmp_path):
+    with pytest.raises(ValueError, match=r"^synthetic regime-switching market \(seed 0\) has 150 bars but the feature "
+                                         r"pipeline needs at least 184 bars \(warm-up 128\) so that its training split "
+                                         r"\(the first 70% of the bars\) holds rows past the warm-up"):
+        run_feature_job(out=str(tmp_path / "f.npz"), synthetic_bars=150, synthetic_assets=1, train_fraction=0.7)
+    assert not (tmp_path / "f.npz").exists()
 
 
 @pytest.mark.shared_data

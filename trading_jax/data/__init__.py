@@ -1,4 +1,4 @@
-"""Market data: loading and validation, splits, windows, labels and synthetic markets.
+"""Market data: loading and validation, splits, windows, labels, panels and synthetic markets.
 
 Names are imported lazily, so `import trading_jax.data` does not pull in pandas or JAX until used.
 """
@@ -19,6 +19,8 @@ _EXPORTS = {
     "supervised_end_times": "windows", "make_supervised_dataset": "windows",
     "future_return": "labels", "direction_label": "labels", "future_volatility": "labels",
     "future_volume": "labels", "DOWN": "labels", "FLAT": "labels", "UP": "labels",
+    # panels: filling missing bars; the built-in offline market (host NumPy, with timestamps)
+    "fill_missing_bars": "panels", "builtin_market": "panels", "sample_params_batch": "panels",
     # synthetic markets
     "generate": "synthetic", "generate_switch": "synthetic", "panel": "synthetic", "sample_params": "synthetic",
     "bars_from_log_returns": "synthetic", "SyntheticMarket": "synthetic", "MODELS": "synthetic",

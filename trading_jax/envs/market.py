@@ -12,6 +12,10 @@ compiled program as a constant; one in `EnvParams` is an argument, DESIGN.md pri
   pure function of a key, so a training loop can draw a fresh bank inside `jit` whenever it likes
   (e.g. every update: `params.replace(market=synthetic_market(key, ...))`).
 
+`make_market` builds a `MarketArrays` from any `Bars` and refuses NaN/inf bars, spreads and features
+(naming the array, path, asset and row), as `replay_market` refuses missing bars: an environment
+stepping on a NaN bar would carry NaN equity for the rest of the episode.
+
 Timing convention (DESIGN.md market-data rules): an episode starts at a decision bar `t0` drawn by
 `sample_episode`. At decision bar t the agent has seen bars `<= t` (the window `t - W + 1 .. t`); an
 order decided at t fills at bar t + 1 (`open[t + 1]` plus costs), and is then marked at `close[t + 1]`.
@@ -30,6 +34,7 @@ import numpy as np
 from flax import struct
 
 from trading_jax.data import synthetic
+from trading_jax.data.panels import sample_params_batch
 from trading_jax.data.types import Bars
 
 Array = jax.Array
@@ -93,7 +98,20 @@ def _log_returns(close: Array) -> Array:
 
 
 def make_market(bars: Bars, spread, features=None, dtype=jnp.float32) -> MarketArrays:
-    """`MarketArrays` from `Bars` and a relative spread, each `[P, T, N]` (or `[T, N]`: one path)."""
+    """`MarketArrays` from `Bars` and a relative spread, each `[P, T, N]` (or `[T, N]`: one path).
+
+    Args:
+        bars: OHLCV `Bars`, every field `[P, T, N]` or `[T, N]`.
+        spread: relative bid-ask spread, broadcastable to the close.
+        features: optional causal per-bar features `[P, T, N, F]` (or `[T, N, F]`).
+        dtype: float dtype of the arrays.
+
+    Raises:
+        ValueError: if a bar, spread or feature value is NaN or infinite (also after the cast to
+            `dtype`, e.g. 1e39 in float32), naming the array, the path, asset and row of the first one
+            and how many there are; or if `features` is not `[P, T, N, F]`. (Arrays traced under
+            `jit` cannot be inspected and are not checked.)
+    """
     fields = [jnp.asarray(f, dtype) for f in bars]
     spread = jnp.broadcast_to(jnp.asarray(spread, dtype), fields[3].shape)
     if fields[3].ndim == 2:
@@ -104,7 +122,26 @@ def make_market(bars: Bars, spread, features=None, dtype=jnp.float32) -> MarketA
     feats = jnp.zeros((p, t, n, 0), dtype) if features is None else jnp.asarray(features, dtype)
     if feats.shape[:3] != (p, t, n):
         raise ValueError(f"features must be [P, T, N, F] = [{p}, {t}, {n}, F]; got {feats.shape}")
+    for name, values in (*zip(Bars._fields, fields), ("spread", spread), ("features", feats)):
+        _check_finite(name, values)
     return MarketArrays(*fields, spread=spread, log_return=_log_returns(fields[3]), features=feats)
+
+
+def _check_finite(name: str, values: Array) -> None:
+    """Refuse NaN/inf in a concrete `[P, T, N(, F)]` market array with a one-line message."""
+    if isinstance(values, jax.core.Tracer) or values.size == 0 or bool(jnp.all(jnp.isfinite(values))):
+        return
+    host = np.asarray(values)
+    bad = ~np.isfinite(host)
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    path, row, asset = index[:3]
+    feature = f", feature {index[3]}" if len(index) == 4 else ""
+    raise ValueError(
+        f"make_market: {name} has {int(bad.sum())} NaN/inf value{'s' if bad.sum() != 1 else ''}, the first "
+        f"{float(host[index])} at path {path}, asset {asset}, row {row}{feature}; an environment cannot trade on "
+        "missing or infinite values: repair or fill those bars first (load_ohlcv(..., repair=...), "
+        "fill_missing_bars) or cut those rows out (e.g. start the split after the feature warm-up)."
+    )
 
 
 def replay_market(data, split=None, *, symbols=None, spread: float = 2e-4, features=None) -> MarketArrays:
@@ -120,7 +157,8 @@ def replay_market(data, split=None, *, symbols=None, spread: float = 2e-4, featu
 
     Raises:
         ValueError: if a selected bar is missing or non-positive, naming the symbol, the row and the time,
-            and what to do (choose a later split start, drop the symbol, or repair the file).
+            and what to do (choose a later split start, drop the symbol, or repair the file); or if a
+            selected feature is NaN/inf (`make_market`'s message: e.g. the feature warm-up rows).
     """
     if symbols is not None:
         data = data.select(symbols)
@@ -159,13 +197,15 @@ def synthetic_market(
     """A bank of `n_paths` synthetic markets, each with its own random model parameters.
 
     Path p draws `sample_params(key_p, model, ranges)` (shared by the path's assets, shocks
-    independent across assets) and `synthetic.panel(...)` of `n_steps` bars.
+    independent across assets; `trading_jax.data.panels.sample_params_batch`) and `synthetic.panel(...)`
+    of `n_steps` bars. (The host-side offline panel of the commands and experiments, with timestamps,
+    is `trading_jax.data.panels.builtin_market`.)
 
     Returns:
         `MarketArrays` with fields `[n_paths, n_steps, n_assets]`.
     """
     k_params, k_paths = jax.random.split(key)
-    params = jax.vmap(lambda k: synthetic.sample_params(k, model, ranges))(jax.random.split(k_params, n_paths))
+    params = sample_params_batch(k_params, n_paths, model, ranges)
 
     def one(k, p):
         return synthetic.panel(k, p, n_steps, dt, s0, n_assets=n_assets, model=model, bar_params=bar_params)

@@ -10,8 +10,12 @@ so one set of normalisation statistics can be shared by all assets. Three steps:
 
 Row `t` of `raw` uses bars `<= t` only (the tests perturb the future and check). Rows before
 `pipeline.warmup` are NaN in at least one feature; from `warmup` on every feature is finite for
-finite, positive input. A panel with missing bars (late listings, empty rows) goes through
-`fill_missing_bars` first, which makes the filling explicit and keeps the mask of observed bars;
+finite, positive input. A market needs at least `pipeline.min_bars(n_assets)` = warm-up + 1 bars
+(one row with every feature; `compute` refuses fewer with "... needs at least N bars (warm-up W) ...");
+to also fit the normaliser on a leading training split, `min_bars(n_assets, train_fraction)` bars
+(the training part must reach past the warm-up; `run_feature_job` checks this). A panel with missing
+bars (late listings, empty rows) goes through `fill_missing_bars` (`trading_jax.data.panels`,
+re-exported here) first, which makes the filling explicit and keeps the mask of observed bars;
 `feature_valid` then says which rows of the tensor rest on real bars only.
 """
 
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trading_jax.data.panels import builtin_market, fill_missing_bars  # fill_missing_bars: re-exported
 from trading_jax.data.splits import IndexRange
 from trading_jax.data.types import Bars
 from trading_jax.features import cross_asset, indicators, microstructure, spectral
@@ -226,10 +231,61 @@ class FeaturePipeline:
     def warmup_for(self, n_assets: int) -> int:
         """First row at which every feature is defined for a panel of `n_assets` assets (the
         cross-asset correlation, and its warm-up, only exist for two or more)."""
-        warm = [group.warmup for group in self._per_asset]
+        return self._longest_warmup(n_assets)[0]
+
+    def _longest_warmup(self, n_assets: int) -> tuple[int, str]:
+        """`(warm-up, first column of the group that has it)` of the longest warm-up (0, "" if none)."""
+        warm = [(group.warmup, group.names[0]) for group in self._per_asset]
         if self._uses_correlation(n_assets):
-            warm.append(cross_asset.correlation_warmup(self.config.correlation_window) + 1)
-        return max(warm, default=0)
+            window = self.config.correlation_window
+            warm.append((cross_asset.correlation_warmup(window) + 1, f"mean_correlation_{window}"))
+        return max(warm, key=lambda w: w[0], default=(0, ""))
+
+    def min_bars(self, n_assets: int, train_fraction: float | None = None) -> int:
+        """The fewest bars a market of `n_assets` assets must have; `compute` refuses shorter ones.
+
+        Without `train_fraction`: `warmup_for(n_assets) + 1`, so that at least the last row has every
+        feature defined (rows before the warm-up are NaN). With `train_fraction` (the training part
+        of `chronological_split(n, train=train_fraction, val=0, test=1 - train_fraction)`, as
+        `run_feature_job` fits the normaliser): the fewest bars whose training part also reaches
+        past the warm-up, so `fit` has at least one defined row to fit on (and the split's test part
+        is not empty). E.g. the default config on one asset: warm-up 128, so 129 bars to compute,
+        184 to compute and fit with `train_fraction=0.7`.
+        """
+        from trading_jax.data.splits import chronological_split
+
+        need = self.warmup_for(n_assets) + 1
+        if train_fraction is None:
+            return need
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1]; got {train_fraction!r}")
+        n = max(need, int((need - 0.5) / train_fraction) - 2)
+        while True:  # a few steps at most: the estimate above is within rounding of the answer
+            try:
+                if chronological_split(n, train=train_fraction, val=0.0, test=1.0 - train_fraction).train.stop >= need:
+                    return n
+            except ValueError:  # a part rounds to 0 bars
+                pass
+            n += 1
+
+    def check_length(self, n_bars: int, n_assets: int, train_fraction: float | None = None, what: str = "bars") -> None:
+        """Raise a one-line `ValueError` if `n_bars` is fewer than `min_bars(n_assets, train_fraction)`.
+
+        The message says "... needs at least N bars (warm-up W) ...", names `what` (the array or
+        file) and its length, the feature with the longest warm-up and what to do.
+        """
+        need = self.min_bars(n_assets, train_fraction)
+        if n_bars >= need:
+            return
+        warmup, group = self._longest_warmup(n_assets)
+        purpose = (f"so that its training split (the first {train_fraction:.0%} of the bars) holds rows past the "
+                   "warm-up to fit the normaliser on" if train_fraction is not None else
+                   f"so that at least one row has every feature: rows 0 .. {warmup - 1} are the warm-up")
+        raise ValueError(
+            f"{what} has {n_bars} bar{'s' if n_bars != 1 else ''} but the feature pipeline needs at least {need} bars "
+            f"(warm-up {warmup}) {purpose}; the longest warm-up is the '{group}' feature's: use at least {need} bars, or "
+            "switch off or shorten the long-window features in FeatureConfig (e.g. hurst_window=None, fourier=None)."
+        )
 
     def _uses_correlation(self, n_assets: int) -> bool:
         return bool(self.config.correlation_window) and n_assets > 1
@@ -244,10 +300,15 @@ class FeaturePipeline:
 
         Returns:
             `[time, asset, F]` float array, F = `len(self.names(n_assets, timestamps is not None))`.
+
+        Raises:
+            ValueError: if the market has fewer than `min_bars(n_assets)` = warm-up + 1 bars (no row
+                would have every feature), naming the length, the warm-up and its feature.
         """
         bars = Bars(*(jnp.atleast_1d(jnp.asarray(f)) for f in bars))
         if bars.close.ndim == 1:
             bars = Bars(*(f[:, None] for f in bars))
+        self.check_length(int(bars.close.shape[0]), int(bars.close.shape[1]), what="FeaturePipeline.compute: the market")
         temporal = None
         if self.config.temporal and timestamps is not None:
             temporal = jnp.asarray(temporal_features(timestamps), bars.close.dtype)
@@ -305,56 +366,6 @@ def temporal_features(timestamps: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], axis=-1)
 
 
-def fill_missing_bars(bars: Bars, valid: np.ndarray) -> tuple[Bars, np.ndarray]:
-    """Fill the bars of a panel that are missing (`valid` False) so indicators can run through them.
-
-    A missing bar after an asset's first bar becomes flat at the previous close with zero volume
-    (the market was closed); bars before the first one become flat at the first open with zero
-    volume. Nothing is hidden: the returned `observed` mask (= `valid`) goes to
-    `FeaturePipeline.feature_valid`, which marks every row that rests on a filled bar, or on
-    fewer than `warmup` bars since the listing, as not valid.
-
-    Args:
-        bars: `Bars` of NumPy `[time, asset]` arrays (NaN where missing).
-        valid: bool `[time, asset]`.
-
-    Returns:
-        `(filled_bars, observed)`.
-
-    Raises:
-        ValueError: if an asset has no valid bar at all.
-    """
-    valid = np.asarray(valid, bool)
-    close = np.asarray(bars.close, np.float64)
-    empty = ~valid.any(axis=0)
-    if empty.any():
-        raise ValueError(f"asset column(s) {np.flatnonzero(empty).tolist()} have no valid bar; drop them before computing features")
-    n_time = close.shape[0]
-    idx = np.where(valid, np.arange(n_time)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)  # last valid row at or before t (-1 before the first)
-    first = valid.argmax(axis=0)
-    cols = np.arange(close.shape[1])[None, :]
-    prev_close = np.where(last >= 0, close[np.maximum(last, 0), cols], np.asarray(bars.open)[first, cols[0]][None, :])
-    fill = lambda field: np.where(valid, np.asarray(field, np.float64), prev_close)
-    filled = Bars(fill(bars.open), fill(bars.high), fill(bars.low), fill(bars.close),
-                  np.where(valid, np.asarray(bars.volume, np.float64), 0.0))
-    return filled, valid
-
-
-def synthetic_market(n_bars: int, n_assets: int, seed: int):
-    """A built-in offline market: correlated regime-switching hourly bars, with timestamps."""
-    from trading_jax.data import synthetic
-
-    key = jax.random.key(seed)
-    k_params, k_path = jax.random.split(key)
-    params = jax.vmap(functools.partial(synthetic.sample_params, model="regime_switching"))(jax.random.split(k_params, n_assets))
-    correlation = 0.3 * jnp.ones((n_assets, n_assets)) + 0.7 * jnp.eye(n_assets)
-    market = synthetic.panel(k_path, params, n_bars, 1.0 / (365 * 24), correlation=correlation)
-    timestamps = np.datetime64("2024-01-01T00:00", "ns") + np.arange(n_bars) * np.timedelta64(1, "h")
-    symbols = tuple(f"SYN{i}" for i in range(n_assets))
-    return Bars(*(np.asarray(f, np.float64) for f in market.bars)), timestamps, symbols
-
-
 def run_feature_job(
     paths: Sequence[str] = (),
     out: str = "runs/features.npz",
@@ -370,6 +381,10 @@ def run_feature_job(
     Writes an `.npz` with `features` `[time, asset, F]` (normalised, float32), `valid`
     `[time, asset]`, `names`, `symbols`, `timestamps`, the normaliser's `mean`/`std`, and the
     train range. Returns a short human summary.
+
+    Raises:
+        ValueError: if the market has fewer than `FeaturePipeline.min_bars(n_assets, train_fraction)`
+            bars ("... needs at least N bars (warm-up W) ..."), naming the file; or a loading error.
     """
     from trading_jax.data.loading import load_ohlcv
     from trading_jax.data.splits import chronological_split
@@ -379,9 +394,10 @@ def run_feature_job(
         bars, observed = fill_missing_bars(data.bars, data.valid)
         timestamps, symbols, source = data.timestamps, data.symbols, ", ".join(paths)
     else:
-        bars, timestamps, symbols = synthetic_market(synthetic_bars, synthetic_assets, seed)
+        bars, timestamps, symbols = builtin_market(synthetic_bars, synthetic_assets, seed)
         observed, source = np.ones(bars.close.shape, bool), f"synthetic regime-switching market (seed {seed})"
     pipeline = FeaturePipeline(config)
+    pipeline.check_length(int(bars.close.shape[0]), len(symbols), train_fraction, what=source)
     raw = pipeline.compute(bars, timestamps)
     split = chronological_split(raw.shape[0], train=train_fraction, val=0.0, test=1.0 - train_fraction)
     settled = pipeline.settled(observed)

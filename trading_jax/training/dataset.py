@@ -58,10 +58,10 @@ class DataSpec:
 
 def load_panel(spec: DataSpec):
     """Filled bars, timestamps, symbols and the observed mask of the experiment's market."""
-    from trading_jax.features.pipeline import fill_missing_bars, synthetic_market
+    from trading_jax.data.panels import builtin_market, fill_missing_bars
 
     if spec.source == "synthetic":
-        bars, timestamps, symbols = synthetic_market(spec.synthetic_bars, spec.synthetic_assets, spec.synthetic_seed)
+        bars, timestamps, symbols = builtin_market(spec.synthetic_bars, spec.synthetic_assets, spec.synthetic_seed)
         return bars, timestamps, symbols, np.ones(bars.close.shape, bool), "synthetic market"
     from trading_jax.data.loading import load_ohlcv
 
