@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Sequence
 
-EXIT_OK, EXIT_DATA_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DATA_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPAIRS = ("drop_duplicates", "ffill_gaps", "swap_volume", "all")
 
 
@@ -66,21 +66,25 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
-    import dataclasses
+    from trading_jax.runs import ConfigError, load_experiment, run_experiment
 
-    from trading_jax.rl.experiment import is_rl_experiment, load_rl_experiment, run_rl_experiment
-    from trading_jax.training.experiment import load_experiment, run_experiment
-
-    if is_rl_experiment(args.config):
-        experiment, run = load_rl_experiment(args.config), run_rl_experiment
-    else:
-        experiment, run = load_experiment(args.config), run_experiment
+    experiment = load_experiment(args.config)
     if args.seeds:
+        if len(set(args.seeds)) != len(args.seeds):
+            raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds")
         experiment = dataclasses.replace(experiment, seeds=tuple(args.seeds))
-    print(run(experiment, args.out or Path("runs") / experiment.name))
-    return EXIT_OK
+    out = Path(args.out) if args.out else Path("runs") / experiment.name
+    try:
+        summary, ok = run_experiment(experiment, out, overwrite=args.overwrite, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"trading-jax: interrupted; rerun the same command to resume {out} from its last checkpoint",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary)
+    return EXIT_OK if ok else EXIT_DATA_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,21 +119,117 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="experiment TOML file")
     train.add_argument("--out", help="output folder (default: runs/NAME)")
     train.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start fresh in the output folder (delete its checkpoints, logs and results)")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
     return parser
 
 
+# ------------------------------------------------------------------------------------------------
+# Persistent compilation cache: on for every subcommand, so that a second run of the same job
+# reads its compiled programs from disk instead of compiling them again.
+# ------------------------------------------------------------------------------------------------
+
+COMPILE_CACHE_DIR_ENV = "TRADING_JAX_CACHE_DIR"
+COMPILE_CACHE_SWITCH_ENV = "TRADING_JAX_COMPILE_CACHE"
+_SWITCHED_OFF = ("0", "false", "no", "off")
+_compile_cache_warned = False
+
+
+def default_compile_cache_dir():
+    """`$TRADING_JAX_CACHE_DIR`, else `$XDG_CACHE_HOME/trading-jax/jax`, else `~/.cache/trading-jax/jax`."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get(COMPILE_CACHE_DIR_ENV):
+        return Path(os.environ[COMPILE_CACHE_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "trading-jax" / "jax"
+
+
+def configure_compile_cache(enabled: bool = True, cache_dir=None):
+    """Turn on JAX's persistent compilation cache for this process; call it before anything compiles.
+
+    Every compiled program is written to the cache folder (no minimum compile time, no minimum size:
+    `jax_persistent_cache_min_compile_time_secs = 0`, `jax_persistent_cache_min_entry_size_bytes = 0`)
+    and read back by the next process that compiles the same program with the same JAX version,
+    backend and flags. Entries are never stale, only unused; delete the folder to reclaim the space.
+
+    Args:
+        enabled: False (the CLI's `--no-compile-cache`) leaves JAX's configuration untouched, and so
+            does the environment variable `TRADING_JAX_COMPILE_CACHE=0` (or false/no/off).
+        cache_dir: the cache folder; default `default_compile_cache_dir()`.
+
+    Returns:
+        The cache folder, or None when the cache is off or the folder cannot be created or written
+        (then a warning is logged once per process and the run goes on without the cache).
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    global _compile_cache_warned
+    if not enabled or os.environ.get(COMPILE_CACHE_SWITCH_ENV, "").strip().lower() in _SWITCHED_OFF:
+        return None
+    path = Path(cache_dir).expanduser() if cache_dir else default_compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        if not _compile_cache_warned:
+            from trading_jax.logging import get_logger
+
+            get_logger(__name__).warning(
+                "compilation cache off: cannot write to %s (%s); set %s to a writable folder, or %s=0 "
+                "to silence this", path, error.strerror or error, COMPILE_CACHE_DIR_ENV, COMPILE_CACHE_SWITCH_ENV)
+            _compile_cache_warned = True
+        return None
+
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def _add_to_every_command(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
+    """Add an option to `parser` and to each of its subcommands, so that it is accepted before or after
+    the subcommand's name (subcommands default to SUPPRESS so as not to reset a value given before)."""
+    parser.add_argument(*names, **kwargs)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser once
+                _add_to_every_command(sub, *names, **dict(kwargs, default=argparse.SUPPRESS))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `trading-jax` console script."""
-    from trading_jax.logging import configure
+    from trading_jax.logging import configure, get_logger
 
     parser = build_parser()
+    _add_to_every_command(
+        parser, "--no-compile-cache", action="store_true", default=False,
+        help=f"do not use the persistent compilation cache (also: {COMPILE_CACHE_SWITCH_ENV}=0; folder: "
+             f"${COMPILE_CACHE_DIR_ENV}, else $XDG_CACHE_HOME/trading-jax/jax, else ~/.cache/trading-jax/jax)")
     args = parser.parse_args(argv)
     configure(args.verbose)
+    cache = configure_compile_cache(enabled=not args.no_compile_cache)
+    get_logger(__name__).debug("persistent compilation cache: %s", cache or "off")
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as error:  # data errors carry a full, actionable message
         print(f"trading-jax: error: {error}", file=sys.stderr)
+        return EXIT_DATA_ERRORS
+    except KeyError as error:  # unknown names (models, envs, baselines) list the known ones
+        print(f"trading-jax: error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return EXIT_DATA_ERRORS
+    except OSError as error:  # e.g. an unwritable output folder
+        where = f" {error.filename}" if error.filename else ""
+        print(f"trading-jax: error: cannot use{where}: {error.strerror or error}; check the path and its permissions",
+              file=sys.stderr)
         return EXIT_DATA_ERRORS
 
 

@@ -46,11 +46,19 @@ def make(name: str, **kw: Any):
     Raises:
         KeyError: for an unknown name, listing the known ones.
     """
+    return factory(name)(**kw)
+
+
+def factory(name: str) -> Callable[..., Any]:
+    """The factory behind `make(name, **kw)` (e.g. to read the keyword arguments it accepts).
+
+    Raises:
+        KeyError: for an unknown name, listing the known ones.
+    """
     if name not in _ENVS:
         raise KeyError(f"unknown environment {name!r}; available: {list(available())}")
-    module, factory = _ENVS[name].split(":")
-    make_env: Callable[..., Any] = getattr(importlib.import_module(module), factory)
-    return make_env(**kw)
+    module, attribute = _ENVS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 __getattr__, __dir__ = lazy_exports(
@@ -63,4 +71,4 @@ __getattr__, __dir__ = lazy_exports(
         "sample_episode": "market",
     },
 )
-__all__ = ["make", "available", "MarketArrays", "make_market", "replay_market", "synthetic_market", "sample_episode"]
+__all__ = ["make", "factory", "available", "MarketArrays", "make_market", "replay_market", "synthetic_market", "sample_episode"]

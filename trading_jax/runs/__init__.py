@@ -1,0 +1,35 @@
+"""Experiments: typed experiment files, run folders that cannot silently lie, results tables.
+
+    experiment = load_experiment("experiments/default.toml")   # ConfigError (one line) for any mistake
+    summary, ok = run_experiment(experiment, "runs/default")   # resumes; refuses a changed config or data
+
+A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`) or
+"ppo" (`trading_jax.runs.ppo`). A new algorithm adds a module with `load(raw, file)` and
+`run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one line in `ALGORITHMS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from trading_jax.runs.schema import ConfigError, read_toml
+
+__all__ = ["ALGORITHMS", "ConfigError", "load_experiment", "run_experiment"]
+
+ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo"}
+
+
+def load_experiment(path: str | Path):
+    """Read and check an experiment file; raises `ConfigError` naming the file, table and key."""
+    raw = read_toml(path)
+    algorithm = raw.get("algorithm", "supervised")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"{path}: algorithm = {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    return importlib.import_module(ALGORITHMS[algorithm]).load(raw, str(path))
+
+
+def run_experiment(experiment, out_dir: str | Path, overwrite: bool = False, show_progress: bool = True):
+    """Run a loaded experiment into `out_dir`: `(summary line, ok)`; ok is False when the run FAILED."""
+    module = importlib.import_module(ALGORITHMS[experiment.algorithm])
+    return module.run(experiment, out_dir, overwrite=overwrite, show_progress=show_progress)
