@@ -15,16 +15,16 @@ Peers, on the same work (random actions, auto-reset):
       gym-anytrading is not a project dependency: `pip install gym-anytrading`; skipped when absent.
 
 Environments that fail to build or run (e.g. not written yet) are skipped with a note. Writes
-benchmarks/results/env_throughput-cpu.json and ends with one summary line.
+benchmarks/results/env_throughput-DEVICE.json (env_throughput-DEVICE-quick.json with --quick) and ends
+with one summary line.
 
     python benchmarks/env_throughput.py
-    python benchmarks/env_throughput.py --repeats 3 --numpy-steps 5000    # quick
+    python benchmarks/env_throughput.py --quick    # B in {1, 4096}, 2 repeats, ~100k env-steps a call, 2,000 NumPy steps
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -39,10 +39,12 @@ import numpy as np
 import trading_jax.envs as envs
 from trading_jax.envs.reference.trading import TradingEnvNumpy
 
+from _common import add_common_arguments, output_path, skip_note, write_results
 from _load import record_load
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 256, 4096)
+QUICK_BATCHES = (1, 4096)  # the two the summary line reads
 GOAL_STEPS_PER_S = 5e6
 GOAL_RATIO_NUMPY = 100.0
 
@@ -56,9 +58,9 @@ ENVS = {
 }
 
 
-def steps_for(batch: int, budget: int) -> int:
-    """Scan length S: about `budget` env-steps per timed call, between 200 and 2000 steps."""
-    return int(min(2000, max(200, budget // batch)))
+def steps_for(batch: int, budget: int, min_steps: int = 200) -> int:
+    """Scan length S: about `budget` env-steps per timed call, between `min_steps` and 2000 steps."""
+    return int(min(2000, max(min_steps, budget // batch)))
 
 
 def batched_sample(space, key, batch: int):
@@ -162,23 +164,30 @@ def machine() -> dict:
     return {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-        "device": str(jax.devices()[0]), "numpy": np.__version__,
+        "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind, "numpy": np.__version__,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=2_000_000, help="env-steps per timed call of ours")
-    parser.add_argument("--numpy-steps", type=int, default=20_000)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "env_throughput-cpu.json"))
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 5; quick 2)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="env-steps per timed call of ours (default 2,000,000; quick 100,000)")
+    parser.add_argument("--numpy-steps", type=int, default=None, help="steps of each peer (default 20,000; quick 2,000)")
+    add_common_arguments(parser)
     args = parser.parse_args()
+    repeats = args.repeats or (2 if args.quick else 5)
+    budget = args.budget or (100_000 if args.quick else 2_000_000)
+    numpy_steps = args.numpy_steps or (2_000 if args.quick else 20_000)
+    min_steps = 20 if args.quick else 200
+    batches = QUICK_BATCHES if args.quick else BATCHES
 
     load_before = os.getloadavg()
     results: dict = {
-        "benchmark": "env_throughput", "machine": machine(),
-        "settings": {"batches": list(BATCHES), "repeats": args.repeats, "budget_steps_per_call": args.budget,
-                     "numpy_steps": args.numpy_steps, "env_kwargs": {k: v[1] for k, v in ENVS.items()}},
+        "benchmark": "env_throughput", "quick": args.quick, "machine": machine(),
+        "settings": {"batches": list(batches), "repeats": repeats, "budget_steps_per_call": budget,
+                     "min_scan_steps": min_steps, "numpy_steps": numpy_steps,
+                     "env_kwargs": {k: v[1] for k, v in ENVS.items()}},
         "goal": {"trading_steps_per_s_at_4096": GOAL_STEPS_PER_S, "trading_vs_numpy_reference": GOAL_RATIO_NUMPY},
         "notes": ("ours: jit of a lax.scan over vmap(env.step) with auto-reset, random actions drawn inside; "
                   "XLA may use every core. Peers: one env in a Python loop (single-threaded). Medians over "
@@ -190,8 +199,8 @@ def main() -> None:
         try:
             env, params = envs.make(name, **kw)
             rows = {}
-            for batch in BATCHES:
-                rows[str(batch)] = time_ours(env, params, batch, steps_for(batch, args.budget), args.repeats)
+            for batch in batches:
+                rows[str(batch)] = time_ours(env, params, batch, steps_for(batch, budget, min_steps), repeats)
                 print(f"{label:32s} B={batch:5d}: {rows[str(batch)]['steps_per_s']:>14,.0f} steps/s", flush=True)
             results["ours"][label] = rows
             if label == "trading":
@@ -204,16 +213,17 @@ def main() -> None:
             print(f"{label}: skipped ({type(error).__name__}: {error})", flush=True)
             traceback.print_exc()
 
-    ref = time_numpy_reference(trading_env, trading_params, args.numpy_steps, max(3, args.repeats // 2))
+    ref = time_numpy_reference(trading_env, trading_params, numpy_steps, max(3, repeats // 2))
     results["numpy_reference"] = ref
     print(f"{'numpy reference (trading)':32s}       : {ref['steps_per_s']:>14,.0f} steps/s", flush=True)
     try:
-        peer = time_anytrading(trading_env.window, args.numpy_steps, max(3, args.repeats // 2))
+        peer = time_anytrading(trading_env.window, numpy_steps, max(3, repeats // 2))
         results["gym_anytrading"] = peer
         print(f"{'gym-anytrading ForexEnv':32s}       : {peer['steps_per_s']:>14,.0f} steps/s", flush=True)
     except ImportError as error:
         peer = None
-        results["skipped"]["gym_anytrading"] = f"not installed ({error}); pip install gym-anytrading"
+        results["skipped"]["gym_anytrading"] = skip_note("gym-anytrading", "gym-anytrading", error.name)
+        print(results["skipped"]["gym_anytrading"], flush=True)
 
     ours = results["ours"]["trading"]
     top, one = ours["4096"]["steps_per_s"], ours["1"]["steps_per_s"]
@@ -226,12 +236,12 @@ def main() -> None:
                            "trading_vs_numpy_reference": ratios["trading_4096_vs_numpy"] >= GOAL_RATIO_NUMPY}
     record_load(results["machine"], load_before)
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(output_path("env_throughput", args), results)
+    anytrading = ("gym-anytrading skipped: not installed" if peer is None else
+                  f"gym-anytrading {peer['steps_per_s']:,.0f} steps/s")
     print(f"env_throughput: ours {top:,.0f} steps/s (trading, 4096 envs), NumPy reference {ref['steps_per_s']:,.0f} "
-          f"steps/s, ratio {ratios['trading_4096_vs_numpy']:.0f} (goal {GOAL_STEPS_PER_S:,.0f} steps/s and "
-          f"{GOAL_RATIO_NUMPY:.0f}x)")
+          f"steps/s ({anytrading}), ratio {ratios['trading_4096_vs_numpy']:.0f} (goal {GOAL_STEPS_PER_S:,.0f} "
+          f"steps/s and {GOAL_RATIO_NUMPY:.0f}x)")
 
 
 if __name__ == "__main__":

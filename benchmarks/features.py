@@ -15,17 +15,18 @@ Work sets (identical indicators and parameters on both sides):
 Ours runs under one `jax.jit` per set on the whole [time, asset] panel, in float32 (the library's
 default) and, for reference, in float64 (TA-Lib's only precision). XLA may use every core; TA-Lib
 and `ta` are single-threaded. Timings are medians over `--repeats` runs after a warm-up call
-(compile time is reported separately). Writes benchmarks/results/features-cpu.json and ends with
-one summary line.
+(compile time is reported separately). TA-Lib and `ta` are optional peers (`pip install ta-lib ta`,
+or the project's `bench` extra): one that is not installed is skipped with a note in the JSON and the
+summary line. Writes benchmarks/results/features-DEVICE.json (features-DEVICE-quick.json with --quick)
+and ends with one summary line.
 
     python benchmarks/features.py                 # full sizes
-    python benchmarks/features.py --bars 20000    # quick
+    python benchmarks/features.py --quick         # 20,000 bars x 4 assets, 2 repeats, 20 stocks
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,6 +42,9 @@ from trading_jax.data.types import Bars
 from trading_jax.features import indicators as ind
 from trading_jax.data.panels import fill_missing_bars
 from trading_jax.features.pipeline import FeaturePipeline
+
+from _common import add_common_arguments, missing, output_path, skip_note, version, write_results
+from _load import record_load
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRADING_JAX_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -140,7 +144,7 @@ def output_write_floor(bars32: Bars, repeats: int) -> dict:
     return {"outputs": n_outputs, "ours_float32_ms": ours, "numpy_float64_per_series_ms": peer}
 
 
-def bench_panel(name: str, bars64: Bars, repeats: int, ta_repeats: int, run_ta: bool) -> dict:
+def bench_panel(name: str, bars64: Bars, repeats: int, ta_repeats: int, run_talib: bool, run_ta: bool) -> dict:
     import pandas as pd
 
     n_time, n_assets = bars64.close.shape
@@ -154,10 +158,11 @@ def bench_panel(name: str, bars64: Bars, repeats: int, ta_repeats: int, run_ta: 
         bars_x64 = Bars(*(jnp.asarray(f, jnp.float64) for f in bars64))
         result["ours_talib_set_float64"] = time_ours(ours_talib_set, bars_x64, repeats)
         del bars_x64
-    talib_set(series[:1])  # warm the library
-    result["talib_set_ms"] = 1e3 * median_seconds(lambda: talib_set(series), repeats)
-    result["ratio_talib_float32"] = result["talib_set_ms"] / result["ours_talib_set_float32"]["median_ms"]
-    result["ratio_talib_float64"] = result["talib_set_ms"] / result["ours_talib_set_float64"]["median_ms"]
+    if run_talib:
+        talib_set(series[:1])  # warm the library
+        result["talib_set_ms"] = 1e3 * median_seconds(lambda: talib_set(series), repeats)
+        result["ratio_talib_float32"] = result["talib_set_ms"] / result["ours_talib_set_float32"]["median_ms"]
+        result["ratio_talib_float64"] = result["talib_set_ms"] / result["ours_talib_set_float64"]["median_ms"]
     result["output_write_floor"] = output_write_floor(bars32, repeats)
 
     result["ours_ta_set_float32"] = time_ours(ours_ta_set, bars32, repeats)
@@ -174,8 +179,9 @@ def bench_panel(name: str, bars64: Bars, repeats: int, ta_repeats: int, run_ta: 
     result["ours_full_pipeline_float32"] = full
     print(
         f"  {name}: talib set ours {result['ours_talib_set_float32']['median_ms']:.1f} ms (f64 "
-        f"{result['ours_talib_set_float64']['median_ms']:.1f}) vs TA-Lib {result['talib_set_ms']:.1f} ms "
-        f"-> x{result['ratio_talib_float32']:.2f} (f64 x{result['ratio_talib_float64']:.2f}); "
+        f"{result['ours_talib_set_float64']['median_ms']:.1f}) "
+        + (f"vs TA-Lib {result['talib_set_ms']:.1f} ms -> x{result['ratio_talib_float32']:.2f} "
+           f"(f64 x{result['ratio_talib_float64']:.2f}); " if run_talib else "(TA-Lib skipped); ")
         + (f"ta set ours {result['ours_ta_set_float32']['median_ms']:.1f} ms vs ta {result['ta_set_ms']:.0f} ms "
            f"-> x{result['ratio_ta_float32']:.1f}; " if run_ta else "")
         + f"full pipeline ({full['features']} features) {full['median_ms']:.0f} ms",
@@ -184,13 +190,14 @@ def bench_panel(name: str, bars64: Bars, repeats: int, ta_repeats: int, run_ta: 
     return result
 
 
-def stock_panel() -> Bars | None:
+def stock_panel(max_assets: int | None = None) -> Bars | None:
     directory = SHARED / "stocks_daily"
     if not directory.is_dir():
         return None
     from trading_jax.data import load_ohlcv
 
-    data = load_ohlcv(directory)
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".csv", ".parquet", ".feather"))
+    data = load_ohlcv(files[:max_assets] if max_assets else directory)
     filled, _ = fill_missing_bars(data.bars, data.valid)  # late listings: flat before the first bar
     return filled
 
@@ -206,40 +213,63 @@ def machine() -> dict:
     return {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-        "device": str(jax.devices()[0]), "talib": __import__("talib").__version__, "ta": "0.11",
+        "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+        "talib": version("TA-Lib"), "ta": version("ta"),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bars", type=int, default=1_000_000)
-    parser.add_argument("--assets", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--bars", type=int, default=None, help="synthetic panel bars (default 1,000,000; quick 20,000)")
+    parser.add_argument("--assets", type=int, default=None, help="synthetic panel assets (default 16; quick 4)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 5; quick 2)")
     parser.add_argument("--ta-repeats", type=int, default=1, help="`ta` takes about a minute on the big panel")
     parser.add_argument("--skip-ta", action="store_true")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "features-cpu.json"))
+    add_common_arguments(parser)
     args = parser.parse_args()
+    bars = args.bars or (20_000 if args.quick else 1_000_000)
+    assets = args.assets or (4 if args.quick else 16)
+    repeats = args.repeats or (2 if args.quick else 5)
 
-    results = {"benchmark": "features", "machine": machine(), "goal": {"vs_talib": 2.0, "vs_ta": 10.0},
+    load_before = os.getloadavg()
+    results = {"benchmark": "features", "quick": args.quick, "machine": machine(),
+               "settings": {"bars": bars, "assets": assets, "repeats": repeats, "ta_repeats": args.ta_repeats},
+               "goal": {"vs_talib": 2.0, "vs_ta": 10.0},
                "notes": ("ours: one jit over the [time, asset] panel, XLA may use all cores; TA-Lib and ta: one "
                          "call per series, single-threaded; TA-Lib computes in float64. Medians over repeats "
-                         "after a warm-up call."), "panels": {}}
-    stocks = stock_panel()
-    if stocks is not None:
-        print("panel: 88 daily stocks", flush=True)
-        results["panels"]["stocks_daily_88"] = bench_panel("stocks", stocks, args.repeats * 4, 3, not args.skip_ta)
-    print(f"panel: synthetic {args.bars:,} bars x {args.assets} assets", flush=True)
-    big = bench_panel("synthetic", synthetic_panel(args.bars, args.assets), args.repeats, args.ta_repeats, not args.skip_ta)
-    results["panels"]["synthetic"] = big
+                         "after a warm-up call."), "panels": {}, "skipped": {}}
+    run_talib = missing("talib") is None
+    run_ta = not args.skip_ta and missing("ta") is None
+    if not run_talib:
+        results["skipped"]["talib"] = skip_note("TA-Lib", "ta-lib", "talib")
+    if args.skip_ta:
+        results["skipped"]["ta"] = "ta skipped: --skip-ta"
+    elif not run_ta:
+        results["skipped"]["ta"] = skip_note("ta", "ta", "ta")
+    for note in results["skipped"].values():
+        print(note, flush=True)
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    stocks = stock_panel(20 if args.quick else None)
+    if stocks is not None:
+        n_stocks = stocks.close.shape[1]
+        print(f"panel: {n_stocks} daily stocks", flush=True)
+        results["panels"][f"stocks_daily_{n_stocks}"] = bench_panel(
+            "stocks", stocks, repeats * 4, 1 if args.quick else 3, run_talib, run_ta)
+    print(f"panel: synthetic {bars:,} bars x {assets} assets", flush=True)
+    big = bench_panel("synthetic", synthetic_panel(bars, assets), repeats, args.ta_repeats, run_talib, run_ta)
+    results["panels"]["synthetic"] = big
+    record_load(results["machine"], load_before)
+    write_results(output_path("features", args), results)
+
     if "ratio_ta_float32" in big:
-        print(f"features (ta set, {args.bars:,}x{args.assets}): ours {big['ours_ta_set_float32']['median_ms']:.1f} ms, "
+        print(f"features (ta set, {bars:,}x{assets}): ours {big['ours_ta_set_float32']['median_ms']:.1f} ms, "
               f"ta {big['ta_set_ms']:.0f} ms, ratio {big['ratio_ta_float32']:.1f} (goal 10)")
-    print(f"features: ours {big['ours_talib_set_float32']['median_ms']:.1f} ms, TA-Lib {big['talib_set_ms']:.1f} ms, "
-          f"ratio {big['ratio_talib_float32']:.2f} (goal 2.0)")
+    ours = big["ours_talib_set_float32"]["median_ms"]
+    if run_talib:
+        print(f"features: ours {ours:.1f} ms, TA-Lib {big['talib_set_ms']:.1f} ms, "
+              f"ratio {big['ratio_talib_float32']:.2f} (goal 2.0)")
+    else:
+        print(f"features: ours {ours:.1f} ms, TA-Lib skipped (not installed: pip install ta-lib), ratio n/a (goal 2.0)")
 
 
 if __name__ == "__main__":

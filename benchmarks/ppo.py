@@ -35,10 +35,14 @@ other ratios and the ratios including compile time are reported alongside. Final
 returns (raw pnl returns of the episodes completed in the last update) are reported to show that
 both sides train the same problem: not a timing claim, and a few updates move them little.
 
-Writes benchmarks/results/ppo-cpu.json (ppo-gpu.json on a GPU) and ends with one summary line.
+Stable-Baselines3 and torch are optional (`pip install torch==2.13.0` first, then the `bench` extra):
+when either is missing the peer is skipped with a note in the JSON and the summary line.
+
+Writes benchmarks/results/ppo-DEVICE.json (ppo-DEVICE-quick.json with --quick) and ends with one
+summary line.
 
     python benchmarks/ppo.py
-    python benchmarks/ppo.py --configs throughput --repeats 3 --sb3-repeats 1     # quick
+    python benchmarks/ppo.py --quick        # throughput config cut to 2 updates, 2 repeats, 1 SB3 seed
     python benchmarks/ppo.py --ours-only --configs throughput,scale               # on a GPU
 """
 
@@ -46,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -59,6 +62,7 @@ import numpy as np
 import trading_jax.envs as envs
 from trading_jax.rl.ppo import PPOConfig, make_train
 
+from _common import add_common_arguments, missing, output_path, skip_note, write_results
 from _load import record_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +224,7 @@ def time_sb3(make_env, c: dict, repeats: int, vec: str) -> dict:
 def machine() -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "device": str(jax.devices()[0]), "numpy": np.__version__}
+            "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind, "numpy": np.__version__}
     for pkg in ("torch", "stable-baselines3", "gymnasium"):
         try:
             info[pkg] = importlib.metadata.version(pkg)
@@ -231,46 +235,62 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="seed_like,throughput,wide,scale",
-                        help=f"comma-separated subset of {list(CONFIGS)}")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours per configuration")
-    parser.add_argument("--sb3-repeats", type=int, default=2, help="timed runs (seeds) of SB3 per configuration")
+    parser.add_argument("--configs", default=None,
+                        help=f"comma-separated subset of {list(CONFIGS)} (default: all; quick: throughput)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of ours per configuration (default 5; quick 2)")
+    parser.add_argument("--sb3-repeats", type=int, default=None,
+                        help="timed runs (seeds) of SB3 per configuration (default 2; quick 1)")
     parser.add_argument("--sb3-vec", choices=("dummy", "subproc"), default="dummy")
-    parser.add_argument("--torch-threads", default="auto", help="'auto' (calibrate 1 vs 2) or a number")
+    parser.add_argument("--torch-threads", default=None,
+                        help="'auto' (calibrate 1 vs 2) or a number (default auto; quick 1)")
     parser.add_argument("--ours-only", action="store_true", help="skip SB3 (e.g. on a GPU machine)")
-    parser.add_argument("--out", default=None, help="default benchmarks/results/ppo-{cpu,gpu}.json")
+    parser.add_argument("--quick-updates", type=int, default=2, help="updates per configuration with --quick")
+    add_common_arguments(parser)
     args = parser.parse_args()
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    names = [n.strip() for n in (args.configs or ("throughput" if args.quick else ",".join(CONFIGS))).split(",")
+             if n.strip()]
     unknown = set(names) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}; choose from {list(CONFIGS)}")
+    configs = {n: dict(CONFIGS[n], updates=args.quick_updates) if args.quick else CONFIGS[n] for n in names}
+    repeats = args.repeats or (2 if args.quick else 5)
+    sb3_repeats = args.sb3_repeats or (1 if args.quick else 2)
+    torch_threads = args.torch_threads or ("1" if args.quick else "auto")
     backend = jax.default_backend()
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"ppo-{'cpu' if backend == 'cpu' else 'gpu'}.json")
+    out = output_path("ppo", args)
 
     env, params = envs.make("trading")
     load_before = os.getloadavg()
     results: dict = {
-        "benchmark": "ppo", "machine": machine(),
+        "benchmark": "ppo", "quick": args.quick, "machine": machine(),
         "env": {"name": "trading", "window": env.window, "episode_length": env.episode_length,
                 "action_mode": env.action_mode, "reward": env.reward_kind, "market": list(params.market.close.shape),
                 "peer_env": "trading_jax.envs.reference.gym_trading.GymTradingEnv on the same market arrays"},
-        "configs": {n: CONFIGS[n] for n in names}, "hyperparams_ours": HPARAMS,
-        "settings": {"repeats_ours": args.repeats, "repeats_sb3": args.sb3_repeats},
+        "configs": configs, "hyperparams_ours": HPARAMS,
+        "settings": {"repeats_ours": repeats, "repeats_sb3": sb3_repeats},
         "goal": {"ratio_vs_sb3_throughput_config": GOAL_RATIO, "gpu_steps_per_s": GOAL_GPU_STEPS_PER_S},
-        "notes": __doc__[__doc__.index("Matched:"):__doc__.index("Writes")].strip(),
-        "ours": {}, "sb3": {}, "ratios": {},
+        "notes": __doc__[__doc__.index("Matched:"):__doc__.index("Stable-Baselines3 and torch")].strip(),
+        "ours": {}, "sb3": {}, "ratios": {}, "skipped": {},
     }
 
+    absent = None if args.ours_only else missing("torch", "stable_baselines3", "gymnasium")
+    if args.ours_only:
+        results["skipped"]["sb3"] = "SB3 skipped: --ours-only"
+    elif absent is not None:
+        results["skipped"]["sb3"] = skip_note("Stable-Baselines3", "torch==2.13.0 && pip install -e '.[bench]'", absent)
+        print(results["skipped"]["sb3"], flush=True)
+    run_sb3 = not args.ours_only and absent is None
+
     make_env = None
-    if not args.ours_only:
+    if run_sb3:
         import torch
 
         make_env = gym_factory(env, params)
-        first = next((CONFIGS[n] for n in names if not CONFIGS[n].get("ours_only")), None)
-        if args.torch_threads == "auto" and first is not None:
+        first = next((configs[n] for n in names if not configs[n].get("ours_only")), None)
+        if torch_threads == "auto" and first is not None:
             threads = calibrate_torch_threads(make_env, first)
         else:
-            torch.set_num_threads(int(args.torch_threads if args.torch_threads != "auto" else 1))
+            torch.set_num_threads(int(torch_threads if torch_threads != "auto" else 1))
             threads = {"chosen": torch.get_num_threads()}
         results["sb3_settings"] = {
             "vec_env": "DummyVecEnv" if args.sb3_vec == "dummy" else "SubprocVecEnv",
@@ -283,14 +303,14 @@ def main() -> None:
         print(f"SB3 torch threads: {threads}", flush=True)
 
     for name in names:
-        c = CONFIGS[name]
-        ours = time_ours(env, params, c, args.repeats)
+        c = configs[name]
+        ours = time_ours(env, params, c, repeats)
         results["ours"][name] = ours
         print(f"{name:10s} ours: {ours['steps_per_s']:>12,.0f} env-steps/s (compile {ours['compile_s']:.1f} s, "
               f"final return {ours['final_mean_episode_return']:+.3f})", flush=True)
-        if args.ours_only or c.get("ours_only"):
+        if not run_sb3 or c.get("ours_only"):
             continue
-        peer = time_sb3(make_env, c, args.sb3_repeats, args.sb3_vec)
+        peer = time_sb3(make_env, c, sb3_repeats, args.sb3_vec)
         results["sb3"][name] = peer
         results["ratios"][name] = {"excl_compile": ours["steps_per_s"] / peer["steps_per_s"],
                                    "incl_compile": ours["steps_per_s_incl_compile"] / peer["steps_per_s"]}
@@ -307,14 +327,13 @@ def main() -> None:
     results["goal_met"] = goal_met
     record_load(results["machine"], load_before)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(out, results)
     key = "throughput" if "throughput" in results["ratios"] else next(iter(results["ratios"]), None)
     if key is None:
         best = max(results["ours"], key=lambda n: results["ours"][n]["steps_per_s"])
-        print(f"ppo: ours {results['ours'][best]['steps_per_s']:,.0f} env-steps/s ({best}), SB3 not run "
-              f"(goal {GOAL_GPU_STEPS_PER_S:,.0f} env-steps/s on a GPU)")
+        why = "--ours-only" if args.ours_only else ("not installed" if absent else "no matched config")
+        print(f"ppo: ours {results['ours'][best]['steps_per_s']:,.0f} env-steps/s ({best}), SB3 skipped ({why}), "
+              f"ratio n/a (goal {GOAL_RATIO:.0f}x vs SB3; {GOAL_GPU_STEPS_PER_S:,.0f} env-steps/s on a GPU)")
         return
     o, s = results["ours"][key]["steps_per_s"], results["sb3"][key]["steps_per_s"]
     print(f"ppo: ours {o:,.0f} env-steps/s, SB3 {s:,.0f} env-steps/s, ratio {o / s:.1f} ({key} config, "

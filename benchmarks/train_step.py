@@ -46,14 +46,18 @@ with the transformer's model FLOPs counted analytically (`transformer_train_flop
 PaLM convention; XLA's own cost analysis is reported beside it). PyTorch runs on the GPU too only when
 it has CUDA (the CPU wheel does not); otherwise the peer is reported as absent.
 
+torch is optional (`pip install torch==2.13.0`, the CPU wheel): without it the peer is skipped with a
+note in the JSON and the summary line. Writes benchmarks/results/train_step-DEVICE.json
+(train_step-DEVICE-quick.json with --quick) and ends with one summary line.
+
     python benchmarks/train_step.py                  # CPU sizes below
     python benchmarks/train_step.py --steps 5 --rounds 2 --models tcn
+    python benchmarks/train_step.py --quick          # 2 timed steps per side, 1 round, AdamW foreach
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -69,6 +73,8 @@ import numpy as np
 import optax
 
 from trading_jax.models import create
+
+from _common import add_common_arguments, device_name, output_path, skip_note, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -532,38 +538,31 @@ def machine() -> dict:
     return info
 
 
-def device_name() -> str:
-    if jax.default_backend() == "cpu":
-        return "cpu"
-    kind = jax.devices()[0].device_kind.lower()
-    for name in ("h200", "h100", "a100", "l4"):
-        if name in kind:
-            return name
-    return kind.replace(" ", "-")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[c.key for c in CPU_CASES])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds alternating ours / PyTorch")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side after compiling")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per side per round (default 5; quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds alternating ours / PyTorch (default 3; quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per side after compiling (default 2; quick 1)")
     parser.add_argument("--torch-adamw", choices=("for-loop", "foreach", "fused"), default=None,
                         help="PyTorch AdamW implementation (default: the fastest of the three, timed per model)")
     parser.add_argument("--batch", type=int, default=None, help="override every model's batch")
     parser.add_argument("--seq", type=int, default=None, help="override every model's sequence length")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU bf16 peak, if the table lacks the device")
-    parser.add_argument("--out", default=None)
+    add_common_arguments(parser)
     args = parser.parse_args()
+    steps = args.steps or (2 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 3)
+    warmup = args.warmup or (1 if args.quick else 2)
+    adamw = args.torch_adamw or ("foreach" if args.quick else None)  # quick: no timing of the three AdamWs
 
     gpu = jax.default_backend() == "gpu"
-    device = device_name()
     cases = [c for c in (GPU_CASES if gpu else CPU_CASES) if c.key in args.models]
     if args.batch or args.seq:
         cases = [Case(c.key, c.model, c.features, args.batch or c.batch, args.seq or c.seq, c.output, c.target_shape)
                  for c in cases]
 
-    torch_device = None
+    torch_device, skipped = None, {}
     try:
         import torch
 
@@ -571,15 +570,19 @@ def main() -> None:
         torch_device = "cpu"
         if gpu:
             torch_device = "cuda" if torch.cuda.is_available() else None
+            if torch_device is None:
+                skipped["torch"] = "PyTorch skipped: this torch build has no CUDA (a CUDA build of torch is needed on a GPU)"
     except ImportError:
-        print("torch is not installed: no peer (pip install torch; it is not a project dependency)")
+        skipped["torch"] = skip_note("PyTorch", "torch==2.13.0", "torch")
+    for note in skipped.values():
+        print(note, flush=True)
 
     results = {
-        "benchmark": "train_step", "machine": machine(),
+        "benchmark": "train_step", "quick": args.quick, "machine": machine(), "skipped": skipped,
         "goal": {"ratio_vs_pytorch_cpu": 1.5, "gpu_mfu_transformer_bf16": 0.40},
         "settings": {"dtype": "bfloat16 compute, float32 params" if gpu else "float32", "dropout": 0.0,
                      "optimizer": f"AdamW lr {LR}, betas {BETAS}, eps {EPS}, weight decay {WEIGHT_DECAY}",
-                     "loss": "MSE", "timed_steps_per_side": args.steps * args.rounds, "rounds": args.rounds,
+                     "loss": "MSE", "timed_steps_per_side": steps * rounds, "rounds": rounds,
                      "statistic": "median step time; samples/s = batch / median"},
         "notes": ("Seed architectures (create(name, preset='seed', dropout=0.0)); dropout 0 on both sides so the "
                   "work is identical. Ours: one jax.jit step (params/opt state donated), optax.adamw. PyTorch: "
@@ -594,8 +597,7 @@ def main() -> None:
 
     results["machine"]["load_average_before"] = os.getloadavg()
     for case in cases:
-        r = bench_case(case, args.steps, args.rounds, args.warmup, args.torch_adamw, torch_device,
-                       dtype=jnp.bfloat16 if gpu else None)
+        r = bench_case(case, steps, rounds, warmup, adamw, torch_device, dtype=jnp.bfloat16 if gpu else None)
         if gpu and case.key == "transformer":
             flops = transformer_train_flops(case.batch, case.seq, case.features, 512, 6, 2048, 4)
             peak = results["settings"]["peak_bf16_flops"]
@@ -614,17 +616,15 @@ def main() -> None:
         results["geomean_ratio"] = math.exp(sum(math.log(v) for v in ratios.values()) / len(ratios))
         results["worst"] = min(ratios, key=ratios.get)
 
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"train_step-{device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(output_path("train_step", args), results)
 
     models = results["models"]
     if gpu and "transformer" in models:
         t = models["transformer"]
         mfu = t["ours"].get("mfu")
+        why = "no CUDA torch" if "CUDA" in skipped.get("torch", "CUDA") else "not installed"
         peer = f"PyTorch {t['peer']['samples_per_s']:,.0f} samples/s, ratio {t['ratio']:.2f}" if "peer" in t else \
-            "PyTorch n/a (no CUDA torch)"
+            f"PyTorch skipped ({why}), ratio n/a"
         print(f"train_step (transformer bf16, batch {t['batch']}, seq {t['sequence']}): ours "
               f"{t['ours']['samples_per_s']:,.0f} samples/s, {peer}; MFU "
               f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'} (goal MFU 40%)")
@@ -640,6 +640,10 @@ def main() -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in fastest.items()))
         print(f"train_step (worst model, {worst}): ours {models[worst]['ours']['samples_per_s']:,.1f} samples/s, "
               f"PyTorch {models[worst]['peer']['samples_per_s']:,.1f} samples/s, ratio {ratios[worst]:.2f} (goal 1.5)")
+    else:
+        ours = ", ".join(f"{k} {m['ours']['samples_per_s']:,.1f}" for k, m in models.items())
+        print(f"train_step: ours {ours} samples/s, PyTorch skipped ({'not installed' if 'torch' in skipped else 'not run'}), "
+              f"ratio n/a (goal 1.5)")
 
 
 if __name__ == "__main__":

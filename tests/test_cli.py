@@ -70,3 +70,74 @@ def test_features_of_a_file_shorter_than_the_warm_up_exit_one_naming_the_file_an
         "long-window features in FeatureConfig (e.g. hurst_window=None, fourier=None).\n"
     )
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Persistent compilation cache
+# ------------------------------------------------------------------------------------------------
+
+TINY_JIT = """
+import jax, jax.numpy as jnp
+from trading_jax.cli import configure_compile_cache
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("/cache_hits") else None)
+print("cache:", configure_compile_cache())
+print(jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0)(jnp.ones(7)).sum())
+print("hits:", len(hits))
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_compile_cache_for_in_process_main(monkeypatch):
+    """`main()` turns the cache on for the whole process: keep this test process's JAX config as it was."""
+    monkeypatch.setenv("TRADING_JAX_COMPILE_CACHE", "0")
+
+
+def run_tiny_jit(cache_dir, switch="1", code=TINY_JIT):
+    env = {**__import__("os").environ, "TRADING_JAX_CACHE_DIR": str(cache_dir), "TRADING_JAX_COMPILE_CACHE": switch}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def cache_entries(folder):
+    return sorted(p.name for p in folder.glob("*-cache")) if folder.exists() else []
+
+
+def test_the_compile_cache_is_written_by_a_first_run_and_read_by_the_second(tmp_path):
+    cache = tmp_path / "jax-cache"
+    first = run_tiny_jit(cache)
+    assert f"cache: {cache}" in first.stdout
+    entries = cache_entries(cache)
+    assert any(name.startswith("jit__lambda") for name in entries), entries
+    second = run_tiny_jit(cache)
+    assert cache_entries(cache) == entries  # nothing new compiled
+    assert "hits: 0" not in second.stdout and "hits:" in second.stdout
+
+
+def test_the_compile_cache_off_switch_leaves_the_folder_empty(tmp_path):
+    cache = tmp_path / "jax-cache"
+    done = run_tiny_jit(cache, switch="0")
+    assert "cache: None" in done.stdout
+    assert cache_entries(cache) == []
+
+
+def test_an_unwritable_cache_folder_warns_once_and_the_run_goes_on(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = ("from trading_jax.logging import configure; configure()\n"
+            "from trading_jax.cli import configure_compile_cache\n"
+            "print('first:', configure_compile_cache())\n" + TINY_JIT)
+    done = run_tiny_jit(blocker / "jax", code=code)
+    assert "first: None" in done.stdout and "cache: None" in done.stdout and "hits: 0" in done.stdout
+    assert done.stderr.count("compilation cache off: cannot write to") == 1
+
+
+def test_no_compile_cache_is_accepted_before_and_after_the_subcommand():
+    from trading_jax.cli import build_parser, _add_to_every_command
+
+    parser = build_parser()
+    _add_to_every_command(parser, "--no-compile-cache", action="store_true", default=False)
+    assert parser.parse_args(["--no-compile-cache", "data", "validate", "x.csv"]).no_compile_cache
+    assert parser.parse_args(["data", "validate", "x.csv", "--no-compile-cache"]).no_compile_cache
+    assert not parser.parse_args(["features"]).no_compile_cache
