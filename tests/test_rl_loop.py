@@ -11,7 +11,7 @@ import pytest
 
 from trading_jax.checkpoint import CheckpointConfig, Checkpointer
 from trading_jax.logging import TensorBoardWriter
-from trading_jax.rl.experiment import is_rl_experiment, load_rl_experiment, run_rl_experiment
+from trading_jax.runs import ConfigError, load_experiment, run_experiment
 from trading_jax.loop import fit
 from trading_jax.rl.ppo import PPOConfig, make_trainer
 
@@ -105,8 +105,8 @@ every_updates = 2
 def test_an_rl_experiment_file_trains_every_seed_and_compares_with_the_baselines_on_the_same_episodes(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(EXPERIMENT)
-    assert is_rl_experiment(path)
-    summary = run_rl_experiment(load_rl_experiment(path), tmp_path / "out", show_progress=False)
+    summary, ok = run_experiment(load_experiment(path), tmp_path / "out", show_progress=False)
+    assert ok
     assert "shortfall_bps on 64 held-out episodes" in summary
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["policy"] for row in report["evaluation"]] == ["ppo_seed_0", "ppo_seed_1", "immediate", "twap"]
@@ -123,14 +123,27 @@ def test_an_rl_experiment_file_trains_every_seed_and_compares_with_the_baselines
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["seed_0", "seed_1"]
 
 
-def test_rl_experiment_files_name_unknown_keys(tmp_path):
+def test_rl_experiment_files_name_unknown_keys_and_refuse_nonsense(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text(EXPERIMENT.replace("every_updates = 2", "every_update = 2"))
-    with pytest.raises(ValueError, match=r"unknown keys \['\[evaluation\].every_update'\]"):
-        load_rl_experiment(path)
-    path.write_text(EXPERIMENT.replace('reference = "twap"', 'reference = "vwap"'))
-    with pytest.raises(ValueError, match="reference 'vwap' is not one of the baselines"):
-        load_rl_experiment(path)
+    cases = {
+        ("every_updates = 2", "every_update = 2"):
+            "[evaluation] unknown key 'every_update' (did you mean 'every_updates'?)",
+        ('reference = "twap"', 'reference = "vwap"'):
+            "[evaluation] reference = 'vwap': expected one of the baselines ['immediate', 'twap']",
+        ("horizon = 8", "horizon = 8\nfee_bps = -1.0"): "[env.kwargs] unknown key 'fee_bps'",
+        ("horizon = 8", "horizon = 8\nspread = -0.01"): "[env.kwargs] spread = -0.01: expected a finite number >= 0",
+        ("minibatch_size = 32", "minibatch_size = 32\ngamma = 1.5"):
+            "[ppo] gamma = 1.5: expected a number in (0, 1]",
+        ("minibatch_size = 32", "minibatch_size = 32\nlr = nan"): "[ppo] lr = nan: expected a finite number > 0",
+        ("num_envs = 8", 'num_envs = "8"'): "[ppo] num_envs = '8': expected an integer",
+        ('name = "execution"', 'name = "executon"'):
+            "[env] name = 'executon': expected one of execution, portfolio, trading",
+    }
+    for (old, new), message in cases.items():
+        path.write_text(EXPERIMENT.replace(old, new))
+        with pytest.raises(ConfigError) as error:
+            load_experiment(path)
+        assert str(error.value).startswith(f"{path}: {message}"), str(error.value)
 
 
 def test_trading_jax_train_runs_a_ppo_experiment_file(tmp_path, capsys):
@@ -141,12 +154,3 @@ def test_trading_jax_train_runs_a_ppo_experiment_file(tmp_path, capsys):
     assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
     assert "tiny_execution: shortfall_bps on 64 held-out episodes" in capsys.readouterr().out
     assert (tmp_path / "run" / "results.md").exists()
-
-
-def test_a_run_folder_of_another_config_is_refused_instead_of_resumed(tmp_path):
-    from trading_jax.training.experiment import claim_run_directory
-
-    claim_run_directory(tmp_path / "run", {"lr": 0.1, "epochs": 3})
-    claim_run_directory(tmp_path / "run", {"lr": 0.1, "epochs": 3})  # same config: resume is fine
-    with pytest.raises(ValueError, match=r"different config \(differs in \['lr'\]\).*--out"):
-        claim_run_directory(tmp_path / "run", {"lr": 0.2, "epochs": 3})
