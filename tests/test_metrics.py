@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,3 +243,68 @@ def test_tensorboard_writer_writes_scalars_and_histograms_that_read_back(tmp_pat
     assert len(scalars) == 6
     histo = histos[("params/w", 2)]
     assert (histo.num, histo.min, histo.max, histo.sum) == (12, 0.0, 11.0, 66.0)
+
+
+# ---------------------------------------------------------------- traced and eager; shape checks
+
+
+class MetricsWithAndWithoutJit(chex.TestCase):
+    """The pure metric functions (under their `jax.jit` wrappers) give the same numbers traced and eager."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_errors_and_direction_accuracy_match_hand_worked_numbers(self):
+        pred = jnp.array([1.0, 2.0, 3.0, 4.0])
+        target = jnp.array([1.5, 2.0, 1.0, -5.0])  # errors 0.5, 0, 2, 9; signs agree on the first three
+        self.assertAlmostEqual(float(self.variant(mae.__wrapped__)(pred, target)), 11.5 / 4, places=5)
+        self.assertAlmostEqual(float(self.variant(rmse.__wrapped__)(pred, target)),
+                               math.sqrt((0.25 + 4 + 81) / 4), places=5)
+        self.assertAlmostEqual(float(self.variant(direction_accuracy.__wrapped__)(pred, target)), 0.75, places=6)
+        per_row = self.variant(lambda p, t: mae.__wrapped__(p, t, axis=-1))(pred.reshape(2, 2), target.reshape(2, 2))
+        np.testing.assert_allclose(per_row, [0.25, 5.5], rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_classification_scores_match_the_hand_worked_confusion_matrix(self):
+        np.testing.assert_array_equal(self.variant(confusion_matrix.__wrapped__, static_argnums=2)(PRED, TRUE, 3), CM)
+        p, r, f = self.variant(precision_recall_f1.__wrapped__, static_argnums=(2, 3))(PRED, TRUE, 3, None)
+        close(p, P_C)
+        close(r, R_C)
+        close(f, F1_C)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ics_match_scipy(self):
+        rng = np.random.default_rng(5)
+        pred = rng.integers(0, 6, size=80).astype(np.float32)
+        realised = (0.5 * pred + rng.normal(size=80)).astype(np.float32)
+        close(self.variant(information_coefficient.__wrapped__)(pred, realised), stats.pearsonr(pred, realised).statistic)
+        close(self.variant(rank_information_coefficient.__wrapped__)(pred, realised),
+              stats.spearmanr(pred, realised).statistic)
+        np.testing.assert_allclose(self.variant(average_ranks.__wrapped__)(jnp.asarray(pred)), stats.rankdata(pred))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_mismatched_shapes_are_a_value_error_inside_a_user_jit_too(self):
+        # the check runs in front of the metric, so it also fires when the caller traces the metric
+        # (JAX then appends a note about its filtered traceback after the message's first line)
+        with self.assertRaisesRegex(ValueError, r"^mae: pred and target must have the same shape; "
+                                                r"got pred \(4, 1\), target \(4,\)"):
+            self.variant(mae)(jnp.ones((4, 1)), jnp.ones(4))
+
+
+SHAPE_CASES = [
+    (mae, (np.ones((4, 1)), np.ones(4)), r"^mae: pred and target must have the same shape; got pred \(4, 1\), target \(4,\)$"),
+    (rmse, (np.ones(3), np.ones(4)), r"^rmse: pred and target .* got pred \(3,\), target \(4,\)$"),
+    (direction_accuracy, (np.ones(4), np.ones(4), np.ones(3, bool)),
+     r"^direction_accuracy: pred, target and mask must have the same shape"),
+    (information_coefficient, (np.ones((5, 2)), np.ones((2, 5))), r"^information_coefficient: pred and realised"),
+    (rank_information_coefficient, (np.ones(5), np.ones((5, 1))), r"^rank_information_coefficient: pred and realised"),
+    (confusion_matrix, (np.zeros(4, int), np.zeros(5, int), 3), r"^confusion_matrix: pred_labels and true_labels"),
+    (precision_recall_f1, (np.zeros((4, 3)), np.zeros(4, int), 3), r"^precision_recall_f1: pred_labels and true_labels"),
+    (precision_recall_f1, (np.zeros(4), np.zeros(4, int), 3), r"^precision_recall_f1: pred_labels must be integer class ids"),
+    (average_ranks, (np.ones((3, 2)),), r"^average_ranks: x must be 1-D"),
+]
+
+
+@pytest.mark.parametrize("fn, args, message", SHAPE_CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(SHAPE_CASES)])
+def test_a_shape_mistake_is_a_one_line_value_error_naming_the_function_and_shapes_not_a_broadcast(fn, args, message):
+    with pytest.raises(ValueError, match=message) as info:
+        fn(*args)
+    assert "\n" not in str(info.value)

@@ -9,6 +9,10 @@ True = use the entry). Conventions shared by all of them:
   to the result, so a corrupted input shows up instead of passing silently.
 * **Empty selections.** When no entry is left (or a correlation's inputs are constant), the result
   is NaN, never 0.
+* **Shapes.** Predictions, targets and `mask` must have the same shape (class labels: integers);
+  anything else is a one-line `ValueError` naming the function and the shapes (checked with `chex`
+  before the jitted computation runs), never a silent broadcast. `fn.__wrapped__` is the pure,
+  unjitted function.
 * **Axes.** `axis=None` (default) pools all entries. An integer `axis` reduces along that axis only
   and returns one value per remaining position: e.g. predictions of shape `(T, N)` for `N` assets
   with `axis=-1` give the cross-sectional IC at each of the `T` dates.
@@ -22,15 +26,75 @@ metrics (Sharpe, drawdown, VaR) follow empyrical and live with the backtest.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
 
 # ----------------------------------------------------------------------------------------- helpers
+
+
+def _as_array(value):
+    return value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
+
+
+def _check_same_shape(fn: str, **arrays) -> None:
+    """One-line ValueError unless the given arrays (None skipped) share one shape."""
+    named = {k: _as_array(v) for k, v in arrays.items() if v is not None}
+    try:
+        chex.assert_equal_shape(list(named.values()))
+    except AssertionError:
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in named.items())
+        names = list(named)
+        raise ValueError(f"{fn}: {', '.join(names[:-1])} and {names[-1]} must have the same shape; got {shapes}") from None
+
+
+def _check_labels(fn: str, **labels) -> None:
+    """One-line ValueError unless every label array holds integers (class ids, not scores)."""
+    for name, value in labels.items():
+        value = _as_array(value)
+        try:
+            chex.assert_type(value, int)
+        except AssertionError:
+            raise ValueError(f"{fn}: {name} must be integer class ids (e.g. argmax of the logits); got dtype "
+                             f"{value.dtype}") from None
+
+
+def _checked(same_shape: tuple[str, ...], labels: tuple[str, ...] = (), one_dimensional: str | None = None):
+    """Put a host-side argument check in front of a jitted metric.
+
+    Raised inside a trace, an error gets JAX's multi-line note about its filtered traceback; checked
+    here, before the jitted call, a user's shape mistake is a plain one-line `ValueError`. The
+    returned function's `__wrapped__` is the pure, unjitted metric.
+    """
+
+    def decorate(jitted):
+        raw = jitted.__wrapped__
+        signature = inspect.signature(raw)
+        name = raw.__name__
+
+        @functools.wraps(raw)
+        def checked(*args, **kwargs):
+            arguments = signature.bind(*args, **kwargs).arguments
+            if one_dimensional is not None:
+                value = _as_array(arguments[one_dimensional])
+                try:
+                    chex.assert_rank(value, 1)
+                except AssertionError:
+                    raise ValueError(f"{name}: {one_dimensional} must be 1-D (n,); got shape {value.shape}") from None
+            _check_same_shape(name, **{k: arguments.get(k) for k in same_shape})
+            _check_labels(name, **{k: arguments[k] for k in labels})
+            return jitted(*args, **kwargs)
+
+        return checked
+
+    return decorate
 
 
 def _valid(pred: Array, target: Array, mask: Array | None) -> Array:
@@ -69,6 +133,7 @@ def _along_axis(fn: Callable[[Array, Array, Array], Array], x: Array, y: Array, 
 # ------------------------------------------------------------------------------- regression errors
 
 
+@_checked(("pred", "target", "mask"))
 @functools.partial(jax.jit, static_argnames=("axis",))
 def mae(pred: Array, target: Array, mask: Array | None = None, axis: int | None = None) -> Array:
     """Mean absolute error.
@@ -77,29 +142,34 @@ def mae(pred: Array, target: Array, mask: Array | None = None, axis: int | None 
 
     Args:
         pred: predictions, any shape.
-        target: realised values, same (or broadcastable) shape.
-        mask: optional bool array, True where the entry counts.
+        target: realised values, the shape of `pred`.
+        mask: optional bool array of that shape, True where the entry counts.
         axis: None to pool all entries, or the axis to reduce.
 
     Returns:
         Scalar (or array over the non-reduced axes); NaN where no entry is valid.
+
+    Raises:
+        ValueError: if `pred`, `target` and `mask` differ in shape.
     """
     pred, target = _float(pred), _float(target)
     return _masked_mean(jnp.abs(pred - target), _valid(pred, target, mask), axis)
 
 
+@_checked(("pred", "target", "mask"))
 @functools.partial(jax.jit, static_argnames=("axis",))
 def rmse(pred: Array, target: Array, mask: Array | None = None, axis: int | None = None) -> Array:
     """Root mean squared error.
 
     `RMSE = sqrt((1/n) * sum_i (pred_i - target_i)^2)` over the n valid entries.
 
-    Args and returns as in `mae`.
+    Args, returns and errors as in `mae`.
     """
     pred, target = _float(pred), _float(target)
     return jnp.sqrt(_masked_mean((pred - target) ** 2, _valid(pred, target, mask), axis))
 
 
+@_checked(("pred", "target", "mask"))
 @functools.partial(jax.jit, static_argnames=("axis", "ignore_zero_target"))
 def direction_accuracy(
     pred: Array,
@@ -125,6 +195,9 @@ def direction_accuracy(
 
     Returns:
         Accuracy in [0, 1]; NaN where no entry is valid.
+
+    Raises:
+        ValueError: if `pred`, `target` and `mask` differ in shape.
     """
     pred, target = _float(pred), _float(target)
     valid = _valid(pred, target, mask)
@@ -137,6 +210,7 @@ def direction_accuracy(
 # ---------------------------------------------------------------------------------- classification
 
 
+@_checked(("pred_labels", "true_labels", "mask"), labels=("pred_labels", "true_labels"))
 @functools.partial(jax.jit, static_argnames=("n_classes",))
 def confusion_matrix(pred_labels: Array, true_labels: Array, n_classes: int, mask: Array | None = None) -> Array:
     """Counts `C[i, j]` = number of valid entries with true class `i` predicted as class `j`.
@@ -153,6 +227,9 @@ def confusion_matrix(pred_labels: Array, true_labels: Array, n_classes: int, mas
 
     Returns:
         `(K, K)` int32 array; rows are true classes, columns predictions.
+
+    Raises:
+        ValueError: if the labels are not integers, or the labels and `mask` differ in shape.
     """
     pred_labels, true_labels = jnp.ravel(pred_labels), jnp.ravel(true_labels)
     weight = jnp.ones(pred_labels.shape, jnp.int32)
@@ -167,6 +244,7 @@ def _safe_div(num: Array, den: Array) -> Array:
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0.0)
 
 
+@_checked(("pred_labels", "true_labels", "mask"), labels=("pred_labels", "true_labels"))
 @functools.partial(jax.jit, static_argnames=("n_classes", "average"))
 def precision_recall_f1(
     pred_labels: Array,
@@ -205,6 +283,10 @@ def precision_recall_f1(
     Returns:
         `(precision, recall, f1)`: scalars, or `(K,)` arrays when `average is None`. With no valid
         entry, every score is 0 except micro averages, which are NaN (no accuracy without data).
+
+    Raises:
+        ValueError: an unknown `average`; labels that are not integers or differ in shape from each
+            other or from `mask`.
     """
     if average not in ("macro", "weighted", "micro", None):
         raise ValueError(f"average must be 'macro', 'weighted', 'micro' or None, got {average!r}")
@@ -243,6 +325,7 @@ def _pearson_1d(x: Array, y: Array, valid: Array) -> Array:
     return jnp.where((n >= 2) & (den > 0), jnp.clip(r, -1.0, 1.0), jnp.nan)
 
 
+@_checked(("x", "valid"), one_dimensional="x")
 @jax.jit
 def average_ranks(x: Array, valid: Array | None = None) -> Array:
     """1-based ranks of the valid entries of a 1-D array, ties getting the mean of their ranks.
@@ -256,6 +339,9 @@ def average_ranks(x: Array, valid: Array | None = None) -> Array:
 
     Returns:
         `(n,)` float ranks.
+
+    Raises:
+        ValueError: if `x` is not 1-D or `valid` is not of its shape.
     """
     x = _float(x)
     n = x.shape[0]
@@ -277,6 +363,7 @@ def _spearman_1d(x: Array, y: Array, valid: Array) -> Array:
     return _pearson_1d(average_ranks(x, valid), average_ranks(y, valid), valid)
 
 
+@_checked(("pred", "realised", "mask"))
 @functools.partial(jax.jit, static_argnames=("axis",))
 def information_coefficient(
     pred: Array, realised: Array, mask: Array | None = None, axis: int | None = None
@@ -288,18 +375,22 @@ def information_coefficient(
 
     Args:
         pred: predicted returns or scores, any shape.
-        realised: realised returns, same shape.
-        mask: optional bool array, True where the entry counts.
+        realised: realised returns, the shape of `pred`.
+        mask: optional bool array of that shape, True where the entry counts.
         axis: None to pool all entries; e.g. `axis=-1` on `(T, N)` arrays gives the `(T,)`
             cross-sectional ICs (average them yourself for the mean IC).
 
     Returns:
         Correlation in [-1, 1] (or NaN), scalar or over the non-reduced axes.
+
+    Raises:
+        ValueError: if `pred`, `realised` and `mask` differ in shape.
     """
     pred, realised = _float(pred), _float(realised)
     return _along_axis(_pearson_1d, pred, realised, _valid(pred, realised, mask), axis)
 
 
+@_checked(("pred", "realised", "mask"))
 @functools.partial(jax.jit, static_argnames=("axis",))
 def rank_information_coefficient(
     pred: Array, realised: Array, mask: Array | None = None, axis: int | None = None
@@ -310,7 +401,7 @@ def rank_information_coefficient(
     tied values share the mean of the ranks they span (as `scipy.stats.spearmanr`). Only valid
     entries are ranked, so masked or NaN entries do not shift the others' ranks.
 
-    Args and returns as in `information_coefficient`.
+    Args, returns and errors as in `information_coefficient`.
     """
     pred, realised = _float(pred), _float(realised)
     return _along_axis(_spearman_1d, pred, realised, _valid(pred, realised, mask), axis)

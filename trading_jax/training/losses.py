@@ -2,12 +2,18 @@
 
 Classification targets may be integer labels `[batch]` or probability vectors `[batch, classes]`
 (soft targets, e.g. after mixup); both go through `smooth_targets`.
+
+Shapes are checked (with `chex`, at trace time, so at no cost in a compiled step): a prediction and
+its target must have one shape (`[batch]` against `[batch, 1]` is accepted), and class targets must
+match the logits; anything else is a one-line `ValueError` naming the loss and the shapes, where a
+silent broadcast would otherwise average a `[batch, batch]` matrix of wrong pairs.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -18,23 +24,29 @@ _KIND = {"price": "regression", "direction": "classification", "volatility": "re
 _UNCERTAINTY_COEFFICIENT = {"regression": 0.5, "classification": 1.0}
 
 
-def _match(prediction, target):
+def _match(prediction, target, fn: str):
+    """Float32 `(prediction, target)` of one shape (`[batch]` vs `[batch, 1]` reshaped); else ValueError."""
     prediction = jnp.asarray(prediction, jnp.float32)
     target = jnp.asarray(target, jnp.float32)
     if target.shape != prediction.shape and target.size == prediction.size:
         target = target.reshape(prediction.shape)  # [batch] vs [batch, 1]
+    try:
+        chex.assert_equal_shape([prediction, target])
+    except AssertionError:
+        raise ValueError(f"{fn}: prediction {prediction.shape} and target {target.shape} must have the same shape "
+                         "([batch] against [batch, 1] is accepted)") from None
     return prediction, target
 
 
 def mse(prediction, target) -> jax.Array:
     """Mean squared error: mean_i (p_i - y_i)^2 over all elements (`[batch]` and `[batch, 1]` match)."""
-    prediction, target = _match(prediction, target)
+    prediction, target = _match(prediction, target, "mse")
     return jnp.mean(jnp.square(prediction - target))
 
 
 def huber(prediction, target, delta: float = 1.0) -> jax.Array:
     """Huber loss: mean_i h(p_i - y_i), h(r) = r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) beyond."""
-    prediction, target = _match(prediction, target)
+    prediction, target = _match(prediction, target, "huber")
     r = jnp.abs(prediction - target)
     return jnp.mean(jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta)))
 
@@ -57,9 +69,17 @@ def cross_entropy(logits, targets, label_smoothing: float = 0.0) -> jax.Array:
         logits: `[batch, K]`.
         targets: `[batch]` integer labels or `[batch, K]` probabilities.
         label_smoothing: eps in [0, 1).
+
+    Raises:
+        ValueError: if the targets are neither `[batch]` labels nor `[batch, K]` probabilities for these logits.
     """
     logits = jnp.asarray(logits, jnp.float32)
     t = smooth_targets(targets, logits.shape[-1], label_smoothing)
+    try:
+        chex.assert_equal_shape([logits, t])
+    except AssertionError:
+        raise ValueError(f"cross_entropy: targets {jnp.shape(targets)} must be integer labels {logits.shape[:-1]} or "
+                         f"probabilities {logits.shape} for logits {logits.shape}") from None
     return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(logits, axis=-1), axis=-1))
 
 
@@ -129,7 +149,7 @@ def task_loss(config, outputs: Mapping[str, Any], targets, label_smoothing: floa
 
 def mae(prediction, target) -> jax.Array:
     """Mean absolute error: mean_i |p_i - y_i|."""
-    prediction, target = _match(prediction, target)
+    prediction, target = _match(prediction, target, "mae")
     return jnp.mean(jnp.abs(prediction - target))
 
 
@@ -143,10 +163,16 @@ def accuracy(logits, labels) -> jax.Array:
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         labels = jnp.argmax(labels, axis=-1)
-    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    predicted = jnp.argmax(logits, axis=-1)
+    try:
+        chex.assert_equal_shape([predicted, labels])
+    except AssertionError:
+        raise ValueError(f"accuracy: labels must be integer labels {predicted.shape} or probabilities "
+                         f"{jnp.shape(logits)} for logits {jnp.shape(logits)}") from None
+    return jnp.mean((predicted == labels).astype(jnp.float32))
 
 
 def direction_accuracy(prediction, target) -> jax.Array:
     """Fraction of samples where sign(p) == sign(y) (seed 000's "Direction_Accuracy" for regressors)."""
-    prediction, target = _match(prediction, target)
+    prediction, target = _match(prediction, target, "direction_accuracy")
     return jnp.mean((jnp.sign(prediction) == jnp.sign(target)).astype(jnp.float32))
