@@ -80,7 +80,7 @@ def test_early_stopping_is_reported_and_stopped_units_are_not_logged(capsys):
 
     fit(toy_trainer(stop_after=2), jax.random.key(0), every=2, writer=Writer())
     assert [step for step, _ in logged] == [0, 1]
-    assert "stopped early at step 2" in capsys.readouterr().err
+    assert "stopped early after 2 steps" in capsys.readouterr().err
     assert all(np.isfinite(v) for _, values in logged for v in values.values())
 
 

@@ -268,7 +268,7 @@ def fit(
             step = unit index (a population: the member mean as `NAME` and `member_j/NAME`), the
             evaluation's values at the chunk's end as `eval/NAME`.
         show_progress: a tqdm bar (stderr) with the `trainer.display` metrics and samples/s; after early
-            stopping it says at which unit training stopped instead of a NaN loss.
+            stopping (every member inactive) it says "stopped early after k epochs" instead of a NaN loss.
         max_units: stop (without error) after this many units in total; resume later with another call.
         evaluate: `evaluate(result, units_done) -> {name: float or [M] array}` on `trainer.result(state)`
             after each chunk (e.g. validation episodes).
@@ -327,10 +327,10 @@ def fit(
                 writer.flush()
             if stopped_at is None and not active[:, -1].any():
                 stopped_at = done + (last + 1 if last is not None else 0)
-                log.info("%s: every member stopped early after %s %d", desc, trainer.unit, stopped_at)
+                log.info("%s: training stopped early after %d %ss", desc, stopped_at, trainer.unit)
             if bar is not None:
                 if stopped_at is not None:
-                    bar.set_postfix_str(f"stopped early at {trainer.unit} {stopped_at}", refresh=False)
+                    bar.set_postfix_str(f"stopped early after {stopped_at} {trainer.unit}s", refresh=False)
                 else:
                     shown = {k: f"{record[k]:.4g}" for k in trainer.display if k in record}
                     rate = int(active.sum()) * max(1, int(trainer.samples_per_unit)) / seconds
