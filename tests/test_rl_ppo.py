@@ -208,12 +208,16 @@ def _finite(metrics) -> bool:
     return all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
 
 
-def test_lstm_gaussian_tanh_policy_trains_on_the_continuous_trading_env_and_acts_with_a_carry(trend):
+def test_lstm_gaussian_tanh_policy_updates_every_weight_on_the_continuous_trading_env_and_acts_with_a_carry(trend):
     market = trend[2].market
     env, params = make("trading", market=market, episode_length=L, window=W, action_mode="continuous")
     config = _short(PPOConfig(recurrent=True), minibatch_size=8)  # 1 env sequence of 8 steps per minibatch
     trainer = make_trainer(config, env, params)
     result = trainer.train(jax.random.key(0))
+    # two updates are too few to show learning (test_ppo_learns_... does that); they must move every weight
+    initial = trainer.result(trainer.init(jax.random.key(0))).params
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(result.params))]
+    assert len(moved) > 4 and all(moved), moved
     assert {"w_h", "w_x", "b"} <= set(result.params) and result.params["heads"]["log_std"].shape == (1,)
     assert _finite(result.metrics) and float(result.metrics["episode_count"].sum()) > 0  # 16-step episodes ended
     act = make_policy(config, env, params)
@@ -223,10 +227,12 @@ def test_lstm_gaussian_tanh_policy_trains_on_the_continuous_trading_env_and_acts
     assert act(result, obs[0], jax.random.key(1), carry=jax.tree.map(lambda c: c[:1], carry))[0].shape == (1,)
 
 
-def test_execution_env_with_ten_discrete_actions_trains():
+def test_execution_env_with_ten_discrete_actions_runs_full_episodes_and_updates_the_policy():
     config = _short(PPOConfig(env="execution", env_kwargs={"horizon": 8}))
     trainer = make_trainer(config)
     result = trainer.train(jax.random.key(0))
+    initial = trainer.result(trainer.init(jax.random.key(0))).params
+    assert not _leaves_equal(initial["heads"], result.params["heads"])  # the policy and value heads moved
     assert result.params["heads"]["policy_head"]["kernel"].shape[-1] == 10
     assert _finite(result.metrics) and float(result.metrics["episode_count"].sum()) >= 4 * 2  # 8-step episodes
     np.testing.assert_allclose(result.metrics["episode_length"], 8.0)
