@@ -9,6 +9,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Tests that call `trading_jax.cli.main` in-process would otherwise turn on the user's persistent compilation
+# cache (~/.cache/trading-jax/jax) for the rest of the session; the cache has tests of its own (test_cli.py).
+os.environ.setdefault("TRADING_JAX_COMPILE_CACHE", "0")
+
 
 def shared_data_path() -> Path:
     """`../shared/data` beside the repository (or $TRADING_JAX_SHARED_DATA)."""
