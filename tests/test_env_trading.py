@@ -167,18 +167,19 @@ def test_going_short_with_slippage_credits_the_sale_and_reports_log_return():
     assert float(reward) == pytest.approx(math.log(99.8283707 / 101.0), rel=1e-4)
 
 
-def test_out_of_range_actions_are_clipped():
+def test_continuous_actions_outside_the_box_are_clipped_and_discrete_ones_out_of_range_place_no_order():
     env, params = make_trading(market=small_market(1), window=WINDOW, episode_length=LENGTH, action_mode="continuous")
     _, state = env.reset(jax.random.key(0), params)
-    big = env.step(jax.random.key(1), state, jnp.array([5.0]), params)[5]["weights"]
-    one = env.step(jax.random.key(1), state, jnp.array([1.0]), params)[5]["weights"]
-    nan = env.step(jax.random.key(1), state, jnp.array([jnp.nan]), params)[5]["weights"]
-    np.testing.assert_array_equal(big, one)
-    assert float(nan[0]) == 0.0
+    big = env.step(jax.random.key(1), state, jnp.array([5.0]), params)[5]
+    one = env.step(jax.random.key(1), state, jnp.array([1.0]), params)[5]
+    np.testing.assert_array_equal(big["weights"], one["weights"])
+    assert not bool(big["invalid_action"])
     env_d, params_d = make_trading(market=small_market(1), window=WINDOW, episode_length=LENGTH)
     _, state_d = env_d.reset(jax.random.key(0), params_d)
-    np.testing.assert_array_equal(env_d.step(jax.random.key(1), state_d, 7, params_d)[5]["weights"],
-                                  env_d.step(jax.random.key(1), state_d, 2, params_d)[5]["weights"])
+    for action in (7, -1, 3):
+        info = env_d.step(jax.random.key(1), state_d, action, params_d)[5]
+        assert bool(info["invalid_action"]) and float(info["trade_notional"]) == 0.0, action
+    assert not bool(env_d.step(jax.random.key(1), state_d, 2, params_d)[5]["invalid_action"])
 
 
 # ------------------------------------------------------------------------------------------------

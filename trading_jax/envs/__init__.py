@@ -12,7 +12,16 @@ Registered environments (see `available()`):
         with seed 000's 10 actions and reward (`trading_jax.envs.execution`).
     "portfolio": N assets, target weights, turnover costs, log growth (`trading_jax.envs.portfolio`).
 
-Markets (`trading_jax.envs.market`): replayed real bars or banks of synthetic paths, held in `EnvParams`.
+Markets (`trading_jax.envs.market`): replayed real bars or banks of synthetic paths, held in `EnvParams`;
+`make_market` refuses NaN/inf bars and features.
+
+Invalid actions, one rule for every environment: an action with a NaN or infinite entry (or a discrete
+action outside its range: trading's {0, 1, 2} per asset, execution's 0..9) places **no order this step**.
+Positions, cash, weights and the remaining inventory are kept, nothing is traded or paid, and time still
+advances (the book or prices move, the portfolio is marked, the reward and episode end follow). In the
+execution env this is the "wait" action 0 (its forced completion at the last step still applies); in the
+portfolio env's "softmax" mode a `-inf` logit is a valid zero weight (invalid: a NaN or `+inf` entry, or
+all `-inf`). Every env reports `info["invalid_action"]` (bool), True on such a step.
 """
 
 from __future__ import annotations

@@ -49,6 +49,12 @@ add to `X`, the executed displayed quantity, and the log mid moves by `side * (P
 **Forced completion:** at the last step (t = H - 1) the action is overridden by a market order for the
 whole remainder, so every episode ends with `executed == Q`.
 
+**Invalid actions** (the same rule in every environment of `trading_jax.envs`): an action that is NaN or
+infinite, or whose integer part is outside 0..9 (e.g. -1, 10; a float counts by its integer part, 3.7 is
+3), places **no order this step**: it is the "wait" action 0 (nothing is sent, the remainder is kept, no
+cost), and time still advances (the book moves, the time penalty is paid). The forced completion still
+applies at t = H - 1, whatever the action. `info["invalid_action"]` is True on such a step.
+
 **Accounting** (state): `executed`, `remaining` (`executed + remaining == Q` always, `remaining >= 0`),
 `cost = sum q * (price / arrival - 1)` (the cash spent is `arrival * (executed + cost)`; prices are kept
 relative to `arrival`, the mid at reset, so float32 resolves fractions of a bp), market VWAP so far
@@ -98,7 +104,7 @@ False and the value of the terminal state is 0. `step` auto-resets (gymnax).
 parent's IS), `vwap_slippage_bps`, `executed`, `remaining`, `fill_qty`, `fill_price` (mid if nothing
 filled), `avg_price`, `arrival_price`, `market_vwap`, `mid` (after impact), `spread_bps`,
 `temporary_impact_bps`, `permanent_impact_bps`, `forced`, `completed`, `order_kind` (0 none,
-1 market, 2 aggressive limit, 3 passive, 4 iceberg).
+1 market, 2 aggressive limit, 3 passive, 4 iceberg), `invalid_action` (the action was invalid: waited).
 """
 
 from __future__ import annotations
@@ -373,9 +379,18 @@ class ExecutionEnv(environment.Environment[EnvState, EnvParams]):
         )
         return self.get_obs(state, params), state
 
+    def invalid_action(self, action) -> Array:
+        """bool scalar: the action is NaN/inf or its integer part is outside 0..9 (it then waits)."""
+        a = jnp.asarray(action)
+        n = len(ACTION_NAMES)
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            return jnp.any(~jnp.isfinite(a) | (a <= -1) | (a >= n))
+        return jnp.any((a < 0) | (a >= n))
+
     def order(self, state: EnvState, action, params: EnvParams) -> tuple[Array, Array]:
         """`(kind, size)` of the order decided at t from what is known at t (module docstring's table),
-        with the forced completion at t = H - 1; sizes are capped at the remainder."""
+        with the forced completion at t = H - 1; sizes are capped at the remainder. An invalid action
+        (`invalid_action`) is the wait action 0."""
         h, t, rem, side = self.horizon, state.time, state.remaining, params.side
         twap = rem / jnp.maximum(h - t, 1)
         w = ob.volume_profile(params.volume_curvature, h)
@@ -383,7 +398,9 @@ class ExecutionEnv(environment.Environment[EnvState, EnvParams]):
         vwap_q = rem * w[jnp.minimum(t, h - 1)] / jnp.maximum(later, 1e-9)
         adaptive = twap * jnp.clip(1.0 + params.adaptive_k * side * jnp.tanh(state.book.z), 0.5, 2.0)
         sizes = jnp.stack([0.0 * rem, 0.1 * rem, 0.25 * rem, 0.5 * rem, rem, twap, 2.0 * twap, twap, vwap_q, adaptive])
-        a = jnp.clip(jnp.asarray(action, jnp.int32), 0, len(ACTION_NAMES) - 1)
+        a = jnp.asarray(action)
+        a = jnp.where(self.invalid_action(a), 0, a).astype(jnp.int32)  # invalid -> 0 (wait)
+        a = jnp.clip(a, 0, len(ACTION_NAMES) - 1)
         size = jnp.minimum(sizes[a], rem)
         kind = jnp.asarray(_ACTION_KIND, jnp.int32)[a]
         last = t >= h - 1
@@ -487,6 +504,7 @@ class ExecutionEnv(environment.Environment[EnvState, EnvParams]):
             "forced": (t >= h - 1) & (rem > 0.0),
             "completed": remaining <= 0.0,
             "order_kind": kind,
+            "invalid_action": self.invalid_action(action),
         }
         info = {k: (v.astype(jnp.float32) if v.dtype == jnp.float64 else v) for k, v in info.items()}
         obs = self.get_obs(new, params)

@@ -19,6 +19,15 @@ carries the N risky weights.
   `{w : sum w = 1, 0 <= w_i <= u_i}` with `u_i = cap` for every risky asset and `u_cash = 1` (cash is
   never capped). `cap` is in `EnvParams`; `cap = 1` is the plain simplex. See `project_capped_simplex`.
 
+**Invalid actions** (the same rule in every environment of `trading_jax.envs`): an action with a NaN or
+infinite entry places **no order this step**: cash and units are kept (the weights drift with the
+prices), nothing is traded and no cost is paid, and time still advances (the portfolio is marked at
+`close[t+1]`, the reward and the episode end follow from that mark). One exception, in "softmax" mode
+only: a logit of `-inf` is a valid zero weight (`softmax` is defined while one logit is finite;
+`trading_jax.rl.baselines` writes zero weights this way), so there an action is invalid when an entry is
+NaN or `+inf`, or every entry is `-inf`. `info["invalid_action"]` is True on such a step, and
+`info["target_weights"]` then holds the drifted weights at the open (the weights actually held).
+
 **Timing** (DESIGN.md market-data rules). At decision bar t the agent sees bars `<= t`. Its target `w*`
 is traded at `open[t+1]`:
 
@@ -54,6 +63,10 @@ is traded at `open[t+1]`:
     | current weights at close t   (K: cash first when include_cash)
     | E_t / initial_cash - 1, (episode_length - time) / episode_length
     | market features at bar t     (N x F, asset-major; absent when the market has none) ]
+
+**Info** (after the step): `equity`, `weights` `[N + 1]` (at the close, cash first), `target_weights`
+`[N + 1]`, `turnover`, `cost`, `log_growth`, `invalid_action`; gymnax's `step` adds `terminated`, `truncated`
+and `final_observation`.
 
 **Episodes.** `reset` draws a path and a first decision bar (`sample_episode`); the portfolio starts all
 in cash (or equally weighted without cash). The episode terminates on ruin (`E <= ruin_fraction *
@@ -286,6 +299,14 @@ class PortfolioEnv(environment.Environment[EnvState, EnvParams]):
     def observation_space(self, params: EnvParams | None = None) -> spaces.Box:
         return spaces.Box(-jnp.inf, jnp.inf, (self.obs_size,), jnp.float32)
 
+    def invalid_action(self, action) -> Array:
+        """bool scalar: the action places no order (module docstring: a NaN or infinite entry; in
+        "softmax" mode a NaN or `+inf` entry, or every entry `-inf`)."""
+        a = jnp.asarray(action, jnp.float32).reshape(self.n_weights)
+        if self.action_mode == "softmax":
+            return jnp.any(jnp.isnan(a) | (a == jnp.inf)) | jnp.all(a == -jnp.inf)
+        return jnp.any(~jnp.isfinite(a))
+
     def target_weights(self, action, params: EnvParams) -> Array:
         """The action's target weights over `N + 1` slots, cash first (cash 0 without `include_cash`)."""
         action = jnp.asarray(action, jnp.float32).reshape(self.n_weights)
@@ -344,6 +365,7 @@ class PortfolioEnv(environment.Environment[EnvState, EnvParams]):
         close1 = market.close[state.path, t1]
         half_spread = 0.5 * market.spread[state.path, t1]
 
+        invalid = self.invalid_action(action)
         w_target = self.target_weights(action, params)
         # 1. drift to the fill prices
         holdings = state.units * open1
@@ -353,10 +375,13 @@ class PortfolioEnv(environment.Environment[EnvState, EnvParams]):
         # 2. costs on the risky turnover
         rate = params.fee_rate + half_spread + params.slippage
         turnover, cost = rebalance_cost(w_target[1:], w_drift, value, rate)
-        # 3. rebalance the net value to the target
+        # 3. rebalance the net value to the target (an invalid action: no order, keep cash and units)
         net = value - cost
-        cash = w_target[0] * net
-        units = w_target[1:] * net / open1
+        cash = jnp.where(invalid, state.cash, w_target[0] * net)
+        units = jnp.where(invalid, state.units, w_target[1:] * net / open1)
+        turnover = jnp.where(invalid, 0.0, turnover)
+        cost = jnp.where(invalid, 0.0, cost)
+        w_target = jnp.where(invalid, jnp.concatenate([(state.cash / safe_value)[None], w_drift]), w_target)
         # 4. mark at the close
         new = _marked(state.replace(time=state.time + 1, cash=cash, units=units), close1)
 
@@ -377,6 +402,7 @@ class PortfolioEnv(environment.Environment[EnvState, EnvParams]):
             "turnover": turnover,
             "cost": cost,
             "log_growth": log_growth,
+            "invalid_action": invalid,
         }
         obs = self.get_obs(new, params)
         return obs, new, reward.astype(jnp.float32), terminated, info

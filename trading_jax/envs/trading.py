@@ -17,15 +17,22 @@ decides again at t + 1. Step t reads `open[t+1]`, `spread[t+1]`, `close[t+1]` an
 (position value / equity, negative = short):
 
 * ``"discrete"``: per asset 0 = short, 1 = flat, 2 = long; `w_i = (a_i - 1) * max_position / N`.
-  N = 1: a scalar int (`Discrete(3)`); N > 1: an int array `[N]` (`MultiDiscrete`). Out-of-range
-  integers are clipped to {0, 1, 2}.
-* ``"continuous"``: `a` in `[-1, 1]^N` (a `[N]` array), clipped to the box (NaN -> 0), then
+  N = 1: a scalar int (`Discrete(3)`); N > 1: an int array `[N]` (`MultiDiscrete`). An entry outside
+  {0, 1, 2} makes the action invalid (below).
+* ``"continuous"``: `a` in `[-1, 1]^N` (a `[N]` array), clipped to the box, then
   `w = a / max(1, sum_i |a_i|) * max_position` (gross exposure at most `max_position`).
 * ``"position_hold"`` (seed 003, N = 1 only): `a = [position_size, hold_time]` in `[-1, 1] x [0, 1]`
   (clipped). When no hold is running, `w = position_size * max_position` is traded and held for
   `k = 1 + floor(hold_time * (max_hold - 1))` decisions: this one and the next k - 1, during which new
   actions are ignored and nothing is traded (the units are kept; `state.hold` counts down the
   remaining ignored decisions).
+
+**Invalid actions** (the same rule in every environment of `trading_jax.envs`): an action with any NaN
+or infinite entry (or, in "discrete" mode, an entry outside {0, 1, 2}; a float entry counts by its
+integer part, e.g. 2.7 is 2) places **no order this step**: the units and cash are kept, nothing is
+traded and nothing is paid, and time still advances (the position is marked at `close[t+1]`, the reward
+and the episode end follow from that mark). In "position_hold" mode an invalid action starts no hold;
+a running hold counts down as usual. `info["invalid_action"]` is True on such a step.
 
 **Accounting** (state: `cash`, `units [N]`, `equity`; all float32). With `E_t = cash + units . close_t`:
 
@@ -39,8 +46,9 @@ decides again at t + 1. Step t reads `open[t+1]`, `spread[t+1]`, `close[t+1]` an
 `info` reports (all after the step): `equity` `E_{t+1}`, `weights` `[N]` (`u* close_{t+1} / E_{t+1}`),
 `exec_price` `[N]`, `trade_notional` (`sum |d| open_{t+1}`), `fee`, `spread_cost`
 (`sum |d| open_{t+1} spread_{t+1} / 2`), `slippage_cost` (`sum |d| open_{t+1} slippage`), `costs`
-(their sum: the equity lost to trading versus filling at the open) and `step_return` (`E_{t+1}/E_t - 1`),
-plus gymnax's `terminated`, `truncated` and `final_observation`.
+(their sum: the equity lost to trading versus filling at the open), `step_return` (`E_{t+1}/E_t - 1`) and
+`invalid_action` (bool: the action was invalid and no order was placed), plus gymnax's `terminated`,
+`truncated` and `final_observation`.
 
 **Observation**, a flat float32 vector of `window * N + N + 2 + N * F` entries, in this order:
 
@@ -284,8 +292,20 @@ class TradingEnv(environment.Environment[EnvState, EnvParams]):
             parts.append(market.features[path, t].reshape(n * self.n_features))
         return jnp.concatenate(parts).astype(jnp.float32)
 
+    def invalid_action(self, action) -> Array:
+        """bool scalar: the action places no order (any NaN/inf entry; in "discrete" mode also an entry
+        whose integer part is outside {0, 1, 2})."""
+        a = jnp.asarray(action)
+        if not jnp.issubdtype(a.dtype, jnp.inexact):
+            return jnp.any((a < 0) | (a > 2)) if self.action_mode == "discrete" else jnp.zeros((), bool)
+        bad = ~jnp.isfinite(a)
+        if self.action_mode == "discrete":
+            bad = bad | (a <= -1) | (a >= 3)
+        return jnp.any(bad)
+
     def _target_weights(self, state: EnvState, action, params: EnvParams):
-        """Target weights `[N]`, whether to trade (position_hold may ignore the action), the new hold."""
+        """Target weights `[N]`, whether to trade (position_hold may ignore the action), the new hold.
+        (Invalid actions are handled by the caller; their result here is not used.)"""
         n = self.n_assets
         if self.action_mode == "discrete":
             a = jnp.clip(jnp.reshape(jnp.asarray(action), (n,)).astype(jnp.int32), 0, 2)
@@ -325,10 +345,13 @@ class TradingEnv(environment.Environment[EnvState, EnvParams]):
         half_spread = 0.5 * market.spread[path, t1]
         equity = state.equity
 
+        invalid = self.invalid_action(action)
         weights, accept, hold = self._target_weights(state, action, params)
         target = weights * equity / open1
         if accept is not None:
             target = jnp.where(accept, target, state.units)
+            hold = jnp.where(invalid, jnp.maximum(state.hold - 1, 0), hold)  # no new hold; a running one counts down
+        target = jnp.where(invalid, state.units, target)  # no order: trade 0, no cost
         trade = target - state.units
         exec_price = costs.fill_price(open1, trade, half_spread, params.slippage)
         abs_notional = jnp.abs(trade) * open1
@@ -360,6 +383,7 @@ class TradingEnv(environment.Environment[EnvState, EnvParams]):
             "slippage_cost": slippage_cost,
             "costs": fee + spread_cost + slippage_cost,
             "step_return": rewards.step_return(equity, next_equity),
+            "invalid_action": invalid,
         }
         return obs, new_state, reward.astype(jnp.float32), terminated, info
 

@@ -144,8 +144,11 @@ class ExecutionReference:
         rem = s["remaining"]
         imb_t = math.tanh(s["z"])
 
-        # 1. the order, sized from what is known at t
-        action = min(max(int(action), 0), 9)
+        # 1. the order, sized from what is known at t; an invalid action (NaN/inf, or an integer part
+        # outside 0..9) is the wait action 0
+        value = float(np.asarray(action, np.float64))
+        invalid = not (math.isfinite(value) and -1 < value < 10)
+        action = 0 if invalid else int(value)
         twap = rem / (h - t)
         weights = [self._profile(k) for k in range(h)]
         vwap_slice = rem * weights[t] / sum(weights[t:])
@@ -235,6 +238,6 @@ class ExecutionReference:
             executed=new["executed"], remaining=new["remaining"], fill_qty=fill,
             fill_price=price if fill > 0 else mid, avg_price=avg, market_vwap=vwap, mid=mid_after,
             temporary_impact_bps=temp * 1e4, permanent_impact_bps=perm * 1e4, completed=completed,
-            forced=(t == h - 1 and rem > 0), order_kind=_KIND_CODE[kind],
+            forced=(t == h - 1 and rem > 0), order_kind=_KIND_CODE[kind], invalid_action=invalid,
         )
         return self.observe(new), new, reward, done, info

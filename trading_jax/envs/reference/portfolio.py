@@ -4,6 +4,8 @@ Written independently of the JAX environment (same equations, see its module doc
 cash and units, targets traded at the next bar's open with fee + half spread + slippage on the risky
 turnover, marked at that bar's close; reward `log(E_{t+1} / E_t)` or its mean-variance penalised form.
 The capped-simplex projection here is the exact sort-based breakpoint algorithm (no bisection).
+An invalid action (a NaN or infinite entry; in "softmax" mode a NaN or +inf entry, or all entries -inf)
+places no order: cash and units are kept, no cost, time advances.
 """
 
 from __future__ import annotations
@@ -141,24 +143,35 @@ class PortfolioEnvNumpy:
             w = np.concatenate([[0.0], w])
         return w
 
+    def invalid(self, action) -> bool:
+        """No order this step: a NaN or infinite entry ("softmax": a NaN or +inf entry, or every entry -inf)."""
+        a = np.asarray(action, np.float64)
+        if self.action_mode == "softmax":
+            return bool(np.isnan(a).any() or (a == np.inf).any() or (a == -np.inf).all())
+        return not bool(np.isfinite(a).all())
+
     def step(self, action):
         """One decision: returns `(obs, reward, terminated, truncated, info)`."""
-        w = self.target(action)
+        invalid = self.invalid(action)
         t1 = self.t + 1
         opens = self.open[self.path, t1]
         closes = self.close[self.path, t1]
         # drifted weights at the open
         value = self._value(opens)
         drift = np.array([self.units[i] * opens[i] / value for i in range(self.n)])
-        # costs on the risky turnover
         turnover, cost = 0.0, 0.0
-        for i in range(self.n):
-            traded = abs(w[1 + i] - drift[i])
-            turnover += traded
-            cost += (self.fee_rate + 0.5 * self.spread[self.path, t1, i] + self.slippage) * traded * value
-        net = value - cost
-        self.cash = w[0] * net
-        self.units = np.array([w[1 + i] * net / opens[i] for i in range(self.n)])
+        if invalid:  # no order: keep cash and units; the weights held are the drifted ones
+            w = np.concatenate([[self.cash / value], drift])
+        else:
+            w = self.target(action)
+            # costs on the risky turnover
+            for i in range(self.n):
+                traded = abs(w[1 + i] - drift[i])
+                turnover += traded
+                cost += (self.fee_rate + 0.5 * self.spread[self.path, t1, i] + self.slippage) * traded * value
+            net = value - cost
+            self.cash = w[0] * net
+            self.units = np.array([w[1 + i] * net / opens[i] for i in range(self.n)])
         self.t, self.time = t1, self.time + 1
         previous = self.equity
         self.equity = self._value(closes)
@@ -172,5 +185,6 @@ class PortfolioEnvNumpy:
         terminated = self.equity <= self.ruin_fraction * self.initial_cash
         truncated = self.time >= self.episode_length
         info = {"equity": self.equity, "weights": self.weights(), "target_weights": w, "turnover": turnover,
-                "cost": cost, "log_growth": log_growth, "cash": self.cash, "units": self.units.copy()}
+                "cost": cost, "log_growth": log_growth, "cash": self.cash, "units": self.units.copy(),
+                "invalid_action": invalid}
         return self.observation(), reward, terminated, truncated, info

@@ -1,7 +1,8 @@
 """Plain-Python NumPy reference of `trading_jax.envs.trading.TradingEnv`: one environment, float64.
 
 Written independently of the JAX code (only the equations are shared; see the JAX module's docstring
-for them). No auto-reset: after `terminated` or `truncated` call `reset` again, as with Gymnasium.
+for them, and for invalid actions: a NaN/inf entry, or a discrete entry outside {0, 1, 2}, places no
+order). No auto-reset: after `terminated` or `truncated` call `reset` again, as with Gymnasium.
 
     env = TradingEnvNumpy(market_arrays, window=32, episode_length=256, action_mode="discrete", reward="pnl")
     obs = env.reset(path=0, t0=40)          # or env.reset(np.random.default_rng(0))
@@ -81,12 +82,23 @@ class TradingEnvNumpy:
 
     # --------------------------------------------------------------------------------------- step
 
+    def invalid(self, action) -> bool:
+        """No order this step: a NaN/inf entry, or (discrete) an entry whose integer part is not 0, 1 or 2."""
+        a = np.asarray(action, np.float64)
+        if not np.isfinite(a).all():
+            return True
+        return self.mode == "discrete" and bool(np.any((a <= -1) | (a >= 3)))
+
     def _target_units(self, action, E, open1):
         N = self.N
+        if self.invalid(action):  # no order: keep the units (a running hold still counts down)
+            if self.mode == "position_hold" and self.hold > 0:
+                self.hold -= 1
+            return self.units.copy()
         if self.mode == "discrete":
-            a = np.clip(np.asarray(action, np.int64).reshape(N), 0, 2)
+            a = np.asarray(action, np.float64).astype(np.int64).reshape(N)
             return (a - 1) * (self.max_position / N) * E / open1
-        a = np.nan_to_num(np.asarray(action, np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+        a = np.asarray(action, np.float64)
         if self.mode == "continuous":
             a = np.clip(a.reshape(N), -1.0, 1.0)
             gross = max(1.0, float(np.abs(a).sum()))
@@ -104,6 +116,7 @@ class TradingEnvNumpy:
         p, t1 = self.path, self.t + 1
         open1, close1, half = self.open[p, t1], self.close[p, t1], self.spread[p, t1] / 2.0
         E = self.equity
+        invalid = self.invalid(action)
         target = self._target_units(action, E, open1)
         d = target - self.units
         exec_price = open1 * (1.0 + np.sign(d) * (half + self.slippage))
@@ -143,7 +156,7 @@ class TradingEnvNumpy:
             "equity": E1, "weights": weights, "exec_price": exec_price, "trade_notional": float(notional.sum()),
             "fee": fee, "spread_cost": spread_cost, "slippage_cost": slippage_cost,
             "costs": fee + spread_cost + slippage_cost, "step_return": R, "cash": self.cash,
-            "units": target.copy(), "path": p, "t": t1,
+            "units": target.copy(), "path": p, "t": t1, "invalid_action": invalid,
         }
         terminated = E1 <= self.ruin_fraction * self.E0
         truncated = self.time >= self.L
