@@ -109,6 +109,20 @@ def test_iso_timestamps_with_offsets_are_converted_to_utc_and_naive_ones_taken_a
     np.testing.assert_array_equal(data.timestamps, stamps("2024-01-01T00", "2024-01-01T01", "2024-01-01T02"))
 
 
+def test_true_false_values_are_not_parsed_as_epochs():
+    ns, unparseable, kind = parse_timestamps(pd.Series([True, False, None], dtype=object))
+    assert kind == "bool"
+    assert list(unparseable) == [True, True, False] and (ns == np.iinfo(np.int64).min).all()
+
+
+def test_naive_time_mask_marks_strings_without_a_utc_offset():
+    from trading_jax.data.loading import naive_time_mask
+
+    values = pd.Series(["2024-01-01T00:00:00Z", "2024-01-01 01:00", "2024-01-01 01:00+02:00", "2024-01-01 01:00 +0200",
+                        "2024-01-01", None, "2024-01-01T01:00:00.5-05", "2024-01-01 01:00 UTC"])
+    assert list(naive_time_mask(values)) == [False, True, False, False, True, False, False, False]
+
+
 def test_mixed_date_formats_in_one_column_are_all_parsed(tmp_path):
     lines = ["2024-01-01,10,11,9,10.5,100", "01/02/2024,10,11,9,10.5,100", "Jan 3 2024,10,11,9,10.5,100",
              "2024-01-04T00:00:00,10,11,9,10.5,100"]

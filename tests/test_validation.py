@@ -222,6 +222,50 @@ def test_unparseable_or_missing_timestamps_are_an_error_naming_rows_and_an_examp
           "those rows cannot be placed in time and are dropped.")
 
 
+BOOL_FIX = ("Point the loader at the column that holds the times (timestamp_column='...'; epoch numbers or dates "
+            "such as '2020-01-31' or '2020-01-31T15:00:00Z'), or correct the file.")
+
+
+def test_a_timestamp_column_of_true_false_values_is_a_non_time_column_not_duplicate_timestamps(tmp_path):
+    path = write(tmp_path, [f"True,{GOOD}", f"False,{GOOD}", f",{GOOD}", f"True,{GOOD}"])
+    report = validate_files(path)
+    problem = only(report, "bad_timestamp")
+    check(problem, "error", "timestamp", (),
+          "prices.csv: column 'timestamp' holds True/False values, not times (first: 'True' at line 2); no row can be "
+          "placed in time, so none were loaded.")
+    assert problem.fix == BOOL_FIX
+    assert not report.by_code("duplicate_timestamps") and len(report.errors) == 1
+    with pytest.raises(DataValidationError, match="holds True/False values, not times"):
+        load_ohlcv(path)
+
+
+def test_an_in_memory_frame_with_a_bool_timestamp_column_gets_the_same_error():
+    frame = pd.DataFrame({"timestamp": [False, True], "open": [1.0, 1], "high": [2.0, 2], "low": [0.5, 0.5],
+                          "close": [1.0, 1], "volume": [1.0, 1]})
+    check(only(validate_frame(frame), "bad_timestamp"), "error", "timestamp", (),
+          "<frame>: column 'timestamp' holds True/False values, not times (first: 'False' at row 0); no row can be "
+          "placed in time, so none were loaded.")
+
+
+def test_naive_times_mixed_with_utc_offsets_are_taken_as_utc_with_a_warning_naming_count_and_first_line(tmp_path):
+    lines = [f"2024-01-01T00:00:00Z,{GOOD}", f"2024-01-01 01:00,{GOOD}", f"2024-01-01 03:00:00+01:00,{GOOD}",
+             f"2024-01-01 03:00,{GOOD}", f"2024-01-01T04:00:00.000+0000,{GOOD}"]
+    path = write(tmp_path, lines)
+    problem = only(validate_files(path), "naive_timestamps")
+    check(problem, "warning", "timestamp", [3, 5],
+          "prices.csv: column 'timestamp' mixes times with a UTC offset and 2 naive times without one (first: "
+          "'2024-01-01 01:00' at line 3); the naive times were taken as UTC.")
+    data = load_ohlcv(path)
+    np.testing.assert_array_equal(data.timestamps, np.arange(5) * np.timedelta64(1, "h") + np.datetime64("2024-01-01T00", "ns"))
+
+
+def test_an_all_naive_or_all_offset_column_gets_no_naive_timestamps_warning(tmp_path):
+    naive = write(tmp_path, hourly([0, 1, 2]), name="naive.csv")
+    aware = write(tmp_path, [f"2024-01-01T0{h}:00:00Z,{GOOD}" for h in range(3)], name="aware.csv")
+    assert not validate_files(naive).by_code("naive_timestamps")
+    assert not validate_files(aware).by_code("naive_timestamps")
+
+
 def test_a_file_without_data_rows_is_an_error(tmp_path):
     check(only(validate_files(write(tmp_path, [])), "empty_file"), "error", None, (),
           "prices.csv: the file has no data rows.")

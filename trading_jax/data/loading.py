@@ -18,7 +18,9 @@ Timestamps:
     * Strings: ISO 8601 first, then the format pandas infers from the first value, then any
       format dateutil understands (pandas `format="mixed"`, month-first for ambiguous dates like
       01/02/2020), so one column may mix formats.
-    * Strings with a UTC offset are converted to UTC; naive strings are taken as UTC.
+    * Strings with a UTC offset are converted to UTC; naive strings are taken as UTC. A column mixing
+      both gets a `naive_timestamps` warning naming how many naive times there are and the first.
+    * A column of True/False values is not a time column: a `bad_timestamp` error, no row loaded.
     * When a file has both an epoch column (e.g. `unix`) and a date-string column, the epoch is used
       (it is exact and unambiguous) and a note says so. Separate `Date` and `Time` string columns are
       combined.
@@ -57,12 +59,16 @@ from trading_jax.data.validation import (
     duplicate_groups,
     validate_frame,
     dropped_rows_phrase,
+    is_bool_column,
+    bool_timestamp_message,
+    BOOL_TIMESTAMP_FIX,
+    NAIVE_TIMESTAMP_FIX,
 )
 from trading_jax.logging import get_logger
 
 __all__ = [
     "REPAIRS", "ColumnMapping", "DataValidationError", "describe", "expand_paths", "load_ohlcv", "map_columns",
-    "parse_timestamps", "read_table", "validate_files", "validate_ohlcv",
+    "naive_time_mask", "parse_timestamps", "read_table", "validate_files", "validate_ohlcv",
 ]
 
 logger = get_logger(__name__)
@@ -344,10 +350,13 @@ def parse_timestamps(values) -> tuple[np.ndarray, np.ndarray, str]:
     Returns:
         `(ns, unparseable, kind)`: int64 ns `[rows]` with `validation.NAT` where missing or
         unparseable; bool `[rows]` marking values present but unparseable; and what was detected
-        ('s', 'ms', 'us', 'ns', 'YYYYMMDD', 'datetime' or 'string').
+        ('s', 'ms', 'us', 'ns', 'YYYYMMDD', 'datetime', 'string', or 'bool': True/False values,
+        all unparseable).
     """
     series = pd.Series(values).reset_index(drop=True)
     missing = series.isna().to_numpy()
+    if is_bool_column(series):  # True/False are not epochs 1 and 0
+        return np.full(len(series), NAT, np.int64), ~missing, "bool"
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         stamps = pd.to_datetime(series, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
         return stamps.to_numpy().view(np.int64).copy(), np.zeros(len(series), bool), "datetime"
@@ -374,6 +383,20 @@ def parse_timestamps(values) -> tuple[np.ndarray, np.ndarray, str]:
         parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", **attempt)
     ns = parsed.dt.tz_localize(None).astype("datetime64[ns]").to_numpy().view(np.int64).copy()
     return ns, (ns == NAT) & present, "string"
+
+
+# a clock time followed by a UTC offset or zone name: '...15:00Z', '...15:00:00+01:00', '... 15:00 +0100', '...UTC'
+_OFFSET = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|UTC|GMT|utc|gmt|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def naive_time_mask(values) -> np.ndarray:
+    """bool `[rows]`: string values without a UTC offset (naive times, taken as UTC by `parse_timestamps`).
+
+    Missing values are False. Only meaningful for a string column (kind 'string').
+    """
+    text = pd.Series(values).reset_index(drop=True).astype("string").str.strip()
+    aware = text.str.contains(_OFFSET, regex=True, na=False).to_numpy(bool)
+    return text.notna().to_numpy(bool) & ~aware
 
 
 def _epoch_ns_int(x: np.ndarray) -> tuple[np.ndarray, str]:
@@ -460,6 +483,27 @@ def _load_source(raw: pd.DataFrame, rows: np.ndarray, row_kind: str, file: str, 
     t, unparseable, kind = parse_timestamps(ts_source)
     logger.debug("%s: timestamps parsed as %s", label, kind)
     bad_t = t == NAT
+    if kind == "bool":
+        first = int(np.flatnonzero(unparseable)[0])
+        problems.append(Problem(
+            "error", "bad_timestamp", file, shown["timestamp"], (),
+            bool_timestamp_message(label, shown["timestamp"], format_rows(rows[first:first + 1], row_kind),
+                                   ts_source.iloc[first]),
+            BOOL_TIMESTAMP_FIX, row_kind,
+        ))
+        return [], problems
+    if kind == "string":
+        naive = naive_time_mask(ts_source) & ~bad_t
+        if naive.any() and (~naive & ~bad_t).any():
+            first = int(np.flatnonzero(naive)[0])
+            n_naive = int(naive.sum())
+            problems.append(Problem(
+                "warning", "naive_timestamps", file, shown["timestamp"], tuple(int(r) for r in rows[naive]),
+                f"{label}: column '{shown['timestamp']}' mixes times with a UTC offset and {n_naive:,} naive "
+                f"time{_s(n_naive)} without one (first: '{ts_source.iloc[first]}' at "
+                f"{format_rows(rows[first:first + 1], row_kind)}); the naive times were taken as UTC.",
+                NAIVE_TIMESTAMP_FIX, row_kind,
+            ))
     if bad_t.any():
         first = np.flatnonzero(bad_t)[0]
         example = f"'{ts_source.iloc[first]}'" if unparseable[first] else "empty"

@@ -14,12 +14,13 @@ Row numbers (`Problem.rows`):
 Severities and codes:
     * error: the data cannot be trusted as is (`load_ohlcv(strict=True)` raises on any error):
       `missing_columns`, `empty_file`, `unreadable_file`, `unsupported_format`, `file_not_found`,
-      `bad_timestamp`, `missing_symbol`, `non_numeric`, `non_finite` (NaN/inf), `non_positive_price`,
+      `bad_timestamp` (also a timestamp column of True/False values), `missing_symbol`, `non_numeric`, `non_finite` (NaN/inf), `non_positive_price`,
       `high_below_low`, `open_outside_range`, `close_outside_range`, `negative_volume`,
       `duplicate_timestamps`, `duplicate_symbol`, `unknown_symbol`.
     * warning: loaded, but look at it: `non_monotonic` (rows were sorted), `gap`, `zero_volume`,
       `volume_outlier`, `swapped_volume`, `empty_row` (a timestamp without any value: a missing
-      bar), `mixed_frequency`.
+      bar), `mixed_frequency`, `naive_timestamps` (a timestamp column mixing times with a UTC offset
+      and naive ones: the naive ones were taken as UTC).
     * info ("notes"): what the loader did or noticed: `descending_order` (newest-first file,
       sorted), `timestamp_column`, `unmapped_columns`, `blank_rows`, `late_start`, `early_end`,
       `missing_bars`, `invalid_bars` (strict=False), and the repairs `repaired_swap_volume`,
@@ -291,6 +292,29 @@ def timestamps_ns(values) -> np.ndarray:
 
 
 NAT = np.iinfo(np.int64).min
+
+BOOL_TIMESTAMP_FIX = ("Point the loader at the column that holds the times (timestamp_column='...'; epoch numbers "
+                      "or dates such as '2020-01-31' or '2020-01-31T15:00:00Z'), or correct the file.")
+NAIVE_TIMESTAMP_FIX = ("Give every time in the column its UTC offset (e.g. '2024-01-01T01:00:00Z'), or write them all "
+                       "as naive UTC times, so that no time zone has to be assumed.")
+
+
+def is_bool_column(values) -> bool:
+    """True for a column of True/False values: bool dtype, or objects that are all bools apart from
+    missing values (e.g. a CSV column of True/False with empty cells). Such a column is never a time."""
+    series = pd.Series(values)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return True
+    if series.dtype != object:
+        return False
+    present = series.dropna()
+    return len(present) > 0 and all(isinstance(v, (bool, np.bool_)) for v in present)
+
+
+def bool_timestamp_message(label: str, column: str, rows_text: str, value) -> str:
+    """The one-line message of a timestamp column of True/False values."""
+    return (f"{label}: column '{column}' holds True/False values, not times (first: '{value}' at {rows_text}); "
+            "no row can be placed in time, so none were loaded.")
 
 
 def infer_frequency(timestamps_ns_sorted: np.ndarray) -> int | None:
@@ -595,13 +619,25 @@ def validate_frame(
     for c in VALUE_COLUMNS + (("volume_quote",) if "volume_quote" in frame.columns else ()):
         values[c], text[c] = to_float(frame[c])
     ts = frame["timestamp"]
-    t = ts.to_numpy(np.int64) if pd.api.types.is_integer_dtype(ts.dtype) else timestamps_ns(ts)
+    bool_ts = is_bool_column(ts)
+    if bool_ts:
+        t = np.full(n, NAT, np.int64)
+    else:
+        t = ts.to_numpy(np.int64) if pd.api.types.is_integer_dtype(ts.dtype) else timestamps_ns(ts)
     masks = row_masks(values, text)
 
     examples = {c: str(frame[c].iloc[int(np.argmax(text[c]))]) for c in VALUE_COLUMNS if text[c].any()}
     problems += _check_values(where, values, masks, examples)
     nat = t == NAT
-    if nat.any():
+    if bool_ts:
+        first = int(np.flatnonzero(ts.notna().to_numpy())[0])
+        problems.append(where.problem(
+            "error", "bad_timestamp", "timestamp", (),
+            bool_timestamp_message(label, where.col("timestamp"), where.rows_text(row_numbers[first:first + 1]),
+                                   ts.iloc[first]),
+            BOOL_TIMESTAMP_FIX,
+        ))
+    elif nat.any():
         problems.append(where.problem(
             "error", "bad_timestamp", "timestamp", nat,
             f"{label}: column '{where.col('timestamp')}' has {_plural(int(nat.sum()), 'missing timestamp')} "
