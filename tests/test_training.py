@@ -268,7 +268,7 @@ def test_classification_with_label_smoothing_dropout_and_noise_learns():
     assert val.min() < 0.5 * val[0], val
 
 
-def test_multitask_bf16_with_curriculum_mixup_and_fgsm_runs_and_returns_float32_params():
+def test_multitask_bf16_with_curriculum_mixup_and_fgsm_lowers_the_validation_loss_and_returns_float32_params():
     rng = np.random.default_rng(3)
     x = (rng.normal(size=(2 * N, T, F)) * rng.uniform(0.5, 2.0, size=(2 * N, 1, 1))).astype(np.float32)
     r = x[:, -1, 0]
@@ -282,7 +282,9 @@ def test_multitask_bf16_with_curriculum_mixup_and_fgsm_runs_and_returns_float32_
     result = make_train(config, data)(jax.random.key(0))
     assert {leaf.dtype for leaf in jax.tree.leaves(result.params)} == {jnp.dtype(jnp.float32)}
     assert np.isfinite(np.asarray(result.history["train_loss"])).all()
-    assert np.isfinite(np.asarray(result.history["val_loss"])).all()
+    val = np.asarray(result.history["val_loss"])
+    assert np.isfinite(val).all()
+    assert val[-1] < 0.9 * val[0], val  # it learns (seeds 0-2: -23%, -34%, -26% over the 6 epochs)
     # the pool of calm samples grows over 3 epochs (ceil(128 * (1/3 + 2/3 * e / 3)) = 43, 72, 100, 128),
     # trained in whole batches of 16: 32, 64, 96, 128
     np.testing.assert_array_equal(result.history["pool"], [32, 64, 96, 128, 128, 128])
