@@ -219,7 +219,8 @@ def test_same_key_gives_identical_params_bit_for_bit(regression_run):
 def test_second_call_does_not_recompile(regression_run):
     train, _, _, _, _, traces = regression_run
     assert TRACES["n"] == traces  # calls with the same and another key did not retrace the model
-    assert train.jitted._cache_size() == 1
+    trainer = train.trainer
+    assert trainer._jit_init._cache_size() == 1 and trainer._jit_run._cache_size() == 1  # one compilation each
 
 
 def test_non_finite_loss_skips_the_update_and_is_counted(regression_run):
