@@ -179,6 +179,13 @@ def test_restore_without_a_checkpoint_raises_a_clear_error(tmp_path):
             ckpt.restore()
 
 
+def test_a_corrupt_metrics_file_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / SIDECAR).write_text('{"3": {"loss": 0.5}')  # cut off mid-write
+    with pytest.raises(ValueError) as error:
+        Checkpointer(CheckpointConfig(tmp_path))
+    assert str(error.value).startswith(f"{tmp_path / SIDECAR} is corrupt (not a JSON object of step -> metrics)")
+
+
 @pytest.mark.parametrize(
     "kwargs", [dict(mode="best"), dict(keep_last=0), dict(save_every_steps=0), dict(keep_best=-1)]
 )

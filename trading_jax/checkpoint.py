@@ -137,7 +137,14 @@ class Checkpointer:
         self._sidecar = self.directory / SIDECAR
         self._history: dict[str, dict[str, float]] = {}
         if self._sidecar.exists():
-            self._history = json.loads(self._sidecar.read_text())
+            try:
+                self._history = json.loads(self._sidecar.read_text())
+                if not isinstance(self._history, dict):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError):
+                raise ValueError(f"{self._sidecar} is corrupt (not a JSON object of step -> metrics): restore it, delete "
+                                 "it to keep the checkpoints without their metric history, or start fresh "
+                                 "(trading-jax train --overwrite)") from None
 
     # ------------------------------------------------------------------ saving
     def save(self, step: int, state: Any, metrics: Mapping[str, Any] | None = None, force: bool = False) -> bool:
