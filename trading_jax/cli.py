@@ -195,10 +195,12 @@ def configure_compile_cache(enabled: bool = True, cache_dir=None):
     return path
 
 
-def _add_to_every_command(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
-    """Add an option to `parser` and to each of its subcommands, so that it is accepted before or after
-    the subcommand's name (subcommands default to SUPPRESS so as not to reset a value given before)."""
-    parser.add_argument(*names, **kwargs)
+def _add_to_every_command(parser: argparse.ArgumentParser, *names: str, root: bool = True, **kwargs) -> None:
+    """Add an option to `parser` (unless `root` is False) and to each of its subcommands, so that it is accepted
+    before or after the subcommand's name (subcommands default to SUPPRESS so as not to reset a value given
+    before)."""
+    if root:
+        parser.add_argument(*names, **kwargs)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser once
@@ -214,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser, "--no-compile-cache", action="store_true", default=False,
         help=f"do not use the persistent compilation cache (also: {COMPILE_CACHE_SWITCH_ENV}=0; folder: "
              f"${COMPILE_CACHE_DIR_ENV}, else $XDG_CACHE_HOME/trading-jax/jax, else ~/.cache/trading-jax/jax)")
+    _add_to_every_command(parser, "-v", "--verbose", root=False, action="count",
+                          help="more log output (-v info, -vv debug)")
     args = parser.parse_args(argv)
     configure(args.verbose)
     cache = configure_compile_cache(enabled=not args.no_compile_cache)
