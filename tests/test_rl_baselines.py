@@ -297,6 +297,32 @@ def test_summarize_matches_scipys_t_interval():
                                [values.mean(), values.std(ddof=1), low, high], rtol=1e-10)
 
 
+def test_summarize_of_values_with_a_nan_gives_nan_statistics_and_counts_them():
+    s = summarize([1.0, np.nan, 3.0, np.inf, 2.0])
+    assert s["n"] == 5 and s["nonfinite"] == 2
+    assert all(np.isnan(s[k]) for k in ("mean", "std", "ci95_low", "ci95_high"))
+    assert summarize([1.0, 2.0, 3.0])["nonfinite"] == 0
+
+
+def test_action_shares_count_exactly_the_steps_of_each_episode():
+    length, extra = 6, 4  # the rollout runs 4 steps past each episode's end (an auto-reset episode)
+    env, params = make_trading(market=random_market(1, n_time=40, n_paths=2), window=4, episode_length=length)
+
+    def by_step(obs, state, key, env_params):
+        # decisions 0, 1 -> action 0; decisions 2, 3, 4 -> action 1; decision 5 -> action 2
+        return jnp.where(state.time < 2, 0, jnp.where(state.time < 5, 1, 2)).astype(jnp.int32)
+
+    def always_short(obs, state, key, env_params):
+        return jnp.int32(0)
+
+    rows = compare(env, params, {"by_step": by_step, "always_short": always_short}, jax.random.key(0), 8,
+                   max_steps=length + extra, n_actions=3)
+    assert rows[0]["completed"] == 1.0
+    # counting the auto-reset episode's steps 0..3 too would give (2 + 2, 3 + 2, 1) / 10
+    assert rows[0]["action_share"] == [2 / 6, 3 / 6, 1 / 6]
+    assert rows[1]["action_share"] == [1.0, 0.0, 0.0]
+
+
 def test_compare_rows_match_rollout_episodes_and_report_paired_differences():
     env, params = make_trading(market=random_market(1, n_time=40, n_paths=4), window=4, episode_length=12)
     chosen = {"flat": make_baseline("trading", "flat", env, params),

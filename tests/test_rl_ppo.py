@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 
 from trading_jax.envs import make, synthetic_market
-from trading_jax.rl import gae as G
-from trading_jax.rl.ppo import PPOConfig, evaluate, hyperparam_grid, make_policy, make_trainer
+from trading_jax.rl import distributions as D
+from trading_jax.rl import normalizers as N
+from trading_jax.rl.evaluation import rollout_episodes
+from trading_jax.rl.gae import bootstrap_values, gae
+from trading_jax.rl.losses import ppo_loss
+from trading_jax.rl.ppo import (PPOConfig, as_policy, evaluate, hyperparam_grid, make_evaluator, make_policy,
+                               make_trainer)
 
 # ------------------------------------------------------------------------------------ pure pieces
 
@@ -39,8 +44,8 @@ def _col(x, dtype=jnp.float32):
 def _gae(terminated, truncated):
     term, trunc = _col(terminated, bool), _col(truncated, bool)
     done = term | trunc
-    next_values = G.bootstrap_values(_col(VALUES), jnp.asarray([LAST_VALUE]), _col(FINAL_VALUES), done)
-    return next_values, G.gae(_col(REWARDS), _col(VALUES), next_values, term, done, GAMMA, LAM)
+    next_values = bootstrap_values(_col(VALUES), jnp.asarray([LAST_VALUE]), _col(FINAL_VALUES), done)
+    return next_values, gae(_col(REWARDS), _col(VALUES), next_values, term, done, GAMMA, LAM)
 
 
 def test_gae_bootstraps_through_truncation_but_not_termination_by_hand():
@@ -68,8 +73,8 @@ def test_clipped_surrogate_and_clipped_value_loss_by_hand():
     values = jnp.asarray([0.1, 0.5, -0.3, 1.0])
     returns = jnp.asarray([1.0, 1.0, 1.0, -1.0])
     zeros, ones = jnp.zeros(4), jnp.ones(4)
-    loss, aux = G.ppo_loss(jnp.log(ratio), zeros, advantages, values, zeros, returns, ones,
-                           clip_eps=0.2, vf_coef=1.0, ent_coef=0.01)
+    loss, aux = ppo_loss(jnp.log(ratio), zeros, advantages, values, zeros, returns, ones,
+                         clip_eps=0.2, vf_coef=1.0, ent_coef=0.01)
     # min(rho A, clip(rho) A): 2.2 (inside), 1.2 (clipped above, A > 0), -0.8 (clipped below, A < 0),
     # -3.0 (rho = 1.5 with A < 0: the unclipped, more pessimistic term wins)
     assert float(aux["policy_loss"]) == pytest.approx(-(2.2 + 1.2 - 0.8 - 3.0) / 4, abs=1e-6)
@@ -78,8 +83,8 @@ def test_clipped_surrogate_and_clipped_value_loss_by_hand():
     assert float(aux["clip_fraction"]) == pytest.approx(0.75)
     assert float(aux["approx_kl"]) == pytest.approx(float(np.mean(ratio - 1 - np.log(ratio))), rel=1e-5)
     assert float(loss) == pytest.approx(0.1 + 0.8925 - 0.01, abs=1e-6)
-    _, unclipped = G.ppo_loss(jnp.log(ratio), zeros, advantages, values, zeros, returns, ones, 0.2, 1.0, 0.01,
-                              clip_value=False)
+    _, unclipped = ppo_loss(jnp.log(ratio), zeros, advantages, values, zeros, returns, ones, 0.2, 1.0, 0.01,
+                            clip_value=False)
     assert float(unclipped["value_loss"]) == pytest.approx(0.5 * (0.81 + 0.25 + 1.69 + 4.0) / 4, abs=1e-6)
 
 
@@ -89,43 +94,81 @@ def test_tanh_gaussian_log_prob_is_the_change_of_variables_density():
     a = jnp.tanh(u)
     # reference: p(a) = N(arctanh(a)) |d arctanh / da|, per dimension, with autodiff for the Jacobian
     jac = jax.vmap(jax.vmap(jax.grad(jnp.arctanh)))(a)
-    ref = G.gaussian_log_prob(mean, log_std, jnp.arctanh(a)) + jnp.sum(jnp.log(jac), axis=-1)
-    np.testing.assert_allclose(G.tanh_gaussian_log_prob(mean, log_std, u), ref, rtol=2e-4)
+    ref = D.gaussian_log_prob(mean, log_std, jnp.arctanh(a)) + jnp.sum(jnp.log(jac), axis=-1)
+    np.testing.assert_allclose(D.tanh_gaussian_log_prob(mean, log_std, u), ref, rtol=2e-4)
     # the 1-D density integrates to 1 over (-1, 1)
     grid = jnp.linspace(-1 + 1e-6, 1 - 1e-6, 200_001)
-    dens = jnp.exp(G.tanh_gaussian_log_prob(mean[:1], log_std[:1], jnp.arctanh(grid)[:, None]))
+    dens = jnp.exp(D.tanh_gaussian_log_prob(mean[:1], log_std[:1], jnp.arctanh(grid)[:, None]))
     assert float(jnp.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_categorical_entropy_and_log_prob_by_hand():
     logits = jnp.log(jnp.asarray([[0.5, 0.25, 0.25]])) + 3.0  # shifting logits changes nothing
-    assert float(G.categorical_entropy(logits)[0]) == pytest.approx(1.5 * math.log(2.0), rel=1e-6)
-    assert float(G.categorical_log_prob(logits, jnp.asarray([1]))[0]) == pytest.approx(math.log(0.25), rel=1e-6)
-    assert float(G.gaussian_entropy(jnp.zeros(2))) == pytest.approx(math.log(2 * math.pi * math.e), rel=1e-6)
+    assert float(D.categorical_entropy(logits)[0]) == pytest.approx(1.5 * math.log(2.0), rel=1e-6)
+    assert float(D.categorical_log_prob(logits, jnp.asarray([1]))[0]) == pytest.approx(math.log(0.25), rel=1e-6)
+    assert float(D.gaussian_entropy(jnp.zeros(2))) == pytest.approx(math.log(2 * math.pi * math.e), rel=1e-6)
 
 
-def test_running_mean_std_merges_batches_like_the_full_data():
+def test_action_distribution_sums_independent_choices_and_rescales_squashed_gaussians():
+    class MultiDiscrete:  # 2 independent choices of 3
+        n, shape = 3, (2,)
+
+    dist = D.ActionDistribution(MultiDiscrete())
+    assert dist.discrete and dist.action_dim == 6
+    logits = jnp.log(jnp.asarray([[0.5, 0.25, 0.25, 0.1, 0.2, 0.7]]))
+    out = {"logits": logits}
+    assert float(dist.log_prob(out, jnp.asarray([[0, 2]]))[0]) == pytest.approx(math.log(0.5 * 0.7), rel=1e-6)
+    np.testing.assert_array_equal(dist.mode(out), [[0, 2]])
+
+    class Box:
+        shape, low, high = (2,), np.array([-1.0, 0.0]), np.array([1.0, 4.0])
+
+    tanh, clip = D.ActionDistribution(Box()), D.ActionDistribution(Box(), squash="clip")
+    u = jnp.asarray([[0.3, -9.0]])
+    np.testing.assert_allclose(tanh.to_env(u), [[math.tanh(0.3), 0.0]], atol=1e-6)
+    np.testing.assert_allclose(clip.to_env(u), [[0.3, 0.0]], atol=1e-6)
+    gauss = {"mean": jnp.zeros((1, 2)), "log_std": jnp.zeros(2)}
+    np.testing.assert_allclose(tanh.log_prob(gauss, u) - clip.log_prob(gauss, u), -D.tanh_log_det_jacobian(u),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="Discrete"):
+        D.ActionDistribution(Box(), kind="categorical")
+    with pytest.raises(ValueError, match="squash"):
+        D.ActionDistribution(Box(), squash="sigmoid")
+
+
+def test_observation_normaliser_merges_batches_like_the_full_data():
     rng = np.random.default_rng(0)
     batches = [rng.normal(3.0, 2.0, size=(n, 5)).astype(np.float32) for n in (7, 1, 30)]
-    state = G.rms_init((5,), eps=0.0)
+    state = N.obs_norm_init((5,), count=0.0)
     for b in batches:
-        state = G.rms_update(state, b)
+        state = N.obs_norm_update(state, b)
     full = np.concatenate(batches).astype(np.float64)
     np.testing.assert_allclose(state.mean, full.mean(0), rtol=1e-5)
     np.testing.assert_allclose(state.var, full.var(0), rtol=1e-5)
-    assert float(state.count) == 38.0
-    np.testing.assert_allclose(G.rms_normalize(state, full[:2], clip=None), (full[:2] - full.mean(0)) / full.std(0),
+    assert state.count.shape == () and float(state.count) == 38.0
+    np.testing.assert_allclose(N.obs_norm_apply(state, full[:2], clip=None), (full[:2] - full.mean(0)) / full.std(0),
                                rtol=1e-4, atol=1e-5)
 
 
+def test_observation_normaliser_starts_from_a_prior_of_eps_pseudo_observations():
+    state = N.obs_norm_init((2,))  # mean 0, variance 1, count 1e-4 (SB3)
+    np.testing.assert_allclose(N.obs_norm_apply(state, jnp.asarray([3.0, -20.0])), [3.0, -10.0], rtol=1e-6)  # clip 10
+    batch = jnp.asarray([[1.0, 2.0], [3.0, 6.0]])
+    state = N.obs_norm_update(state, batch)
+    # n = 2 + 1e-4: the prior moves the batch mean [2, 4] by a factor 2 / (2 + 1e-4)
+    np.testing.assert_allclose(state.mean, np.array([2.0, 4.0]) * 2 / (2 + 1e-4), rtol=1e-6)
+    np.testing.assert_allclose(float(state.count), 2.0001, rtol=1e-7)
+
+
 def test_reward_normaliser_scales_by_the_std_of_the_discounted_return_and_resets_at_episode_ends():
-    state = G.reward_norm_init(2)
-    state, r1 = G.reward_norm_update(state, jnp.asarray([1.0, 2.0]), jnp.asarray([False, True]), 0.5, clip=None)
+    state = N.reward_norm_init(2)
+    state, r1 = N.reward_norm_update(state, jnp.asarray([1.0, 2.0]), jnp.asarray([False, True]), 0.5, clip=None)
     # G = [1, 2]; running var of G over {1, 2} (count eps=1e-4 at mean 0, var 1: nearly the batch var .25)
-    expected = G.rms_update(G.rms_init(()), jnp.asarray([1.0, 2.0]))
+    expected = N.obs_norm_update(N.obs_norm_init(()), jnp.asarray([1.0, 2.0]))
+    assert float(expected.var) == pytest.approx((0.25 * 2 + 1e-4 + 1.5**2 * 1e-4 * 2 / 2.0001) / 2.0001, rel=1e-6)
     np.testing.assert_allclose(r1, jnp.asarray([1.0, 2.0]) / jnp.sqrt(expected.var + 1e-8), rtol=1e-6)
     np.testing.assert_allclose(state.ret, [1.0, 0.0])  # env 1's episode ended: its return restarts
-    state, _ = G.reward_norm_update(state, jnp.asarray([1.0, 1.0]), jnp.asarray([False, False]), 0.5, clip=None)
+    state, _ = N.reward_norm_update(state, jnp.asarray([1.0, 1.0]), jnp.asarray([False, False]), 0.5, clip=None)
     np.testing.assert_allclose(state.ret, [1.5, 1.0])
 
 
@@ -166,6 +209,21 @@ def test_ppo_learns_to_go_long_in_a_rising_market(trend):
     act = make_policy(config, env, params)
     obs = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.key(3), 64), params)[0]
     assert float(jnp.mean(act(result, obs, jax.random.key(0), deterministic=True) == 2)) > 0.9  # 2 = long
+
+
+def test_evaluate_runs_the_evaluation_modules_episodes(trend):
+    config, env, params, _, result = trend
+    key = jax.random.key(4)
+    out = evaluate(config, result, env, params, key, n_episodes=16, deterministic=False)
+    # the same episodes (and action keys) as the baselines' harness with the policy as a baseline-style callable
+    stats = rollout_episodes(env, params, as_policy(config, result, env, params, deterministic=False), key, 16)
+    np.testing.assert_allclose(out["returns"], stats.total_reward, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out["lengths"], stats.length)
+    np.testing.assert_allclose(out["info"]["equity"], stats.info["equity"], rtol=1e-6)
+    run = make_evaluator(config, env, params, n_episodes=16)
+    run(result, params, key)
+    run(jax.tree.map(lambda x: x * 1.0, result), params, jax.random.key(5))
+    assert run._cache_size() == 1  # other params, another key: no recompilation
 
 
 def test_training_is_deterministic_and_chunked_runs_equal_train_bit_for_bit(trend):
@@ -225,6 +283,12 @@ def test_lstm_gaussian_tanh_policy_updates_every_weight_on_the_continuous_tradin
     action, carry = act(result, obs, jax.random.key(1))
     assert action.shape == (3, 1) and bool(jnp.all(jnp.abs(action) <= 1.0)) and carry[0].shape == (3, 16)
     assert act(result, obs[0], jax.random.key(1), carry=jax.tree.map(lambda c: c[:1], carry))[0].shape == (1,)
+    # evaluation threads the carry through each episode (a RecurrentPolicy in the evaluation rollout)
+    out = evaluate(config, result, env, params, jax.random.key(2), n_episodes=4, deterministic=False)
+    assert bool(out["done"].all()) and (np.asarray(out["lengths"]) == L).all() and np.isfinite(out["returns"]).all()
+    stats = rollout_episodes(env, params, as_policy(config, result, env, params, deterministic=False),
+                             jax.random.key(2), 4)
+    np.testing.assert_allclose(out["returns"], stats.total_reward, rtol=1e-6, atol=1e-7)
 
 
 def test_execution_env_with_ten_discrete_actions_runs_full_episodes_and_updates_the_policy():

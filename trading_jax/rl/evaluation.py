@@ -1,12 +1,19 @@
 """Vectorised policy evaluation: one episode in each of many environments, statistics and comparisons.
 
     stats = rollout_episodes(env, env_params, policy, key, n_episodes=1000)
-    summarize(stats.info["shortfall_bps"])         # {"mean", "std", "n", "ci95_low", "ci95_high"}
+    summarize(stats.info["shortfall_bps"])   # {"mean", "std", "n", "ci95_low", "ci95_high", "nonfinite"}
     compare(env, env_params, {"twap": p1, "immediate": p2}, key, 1000, metrics="shortfall_bps", reference="twap")
 
 `rollout_many` (and so `compare`) runs several policies in ONE compiled program (a vmap over the index
 of a `lax.switch` of the policies): the env's step compiles once for the whole comparison, and calling
-again with other `env_params` or another key reuses it.
+again with other `env_params` or another key reuses it. `rollout` is the same episodes as a plain
+traceable function, for use inside a caller's own `jit` with a policy that closes over traced values
+(the network params being trained: `trading_jax.rl.ppo.make_evaluator`).
+
+**Policies** act for ONE environment (they are vmapped here): `policy(obs, state, key, env_params) ->
+action`, or, for a policy with a memory (an LSTM), a `RecurrentPolicy(step, initial_carry)` with
+`step(obs, state, key, env_params, carry) -> (action, carry)`; every episode starts from
+`initial_carry()` and the carry is threaded through the episode's steps.
 
 **Episodes.** `rollout_episodes` resets `n_episodes` environments (vmapped) and runs a `lax.scan` of
 `max_steps` vmapped steps. Each environment runs exactly ONE episode: a done mask freezes its total
@@ -24,6 +31,10 @@ the reset key; so with the same `key`, every policy faces the same episode start
 noise, and `compare` can report paired differences (much tighter than the difference of two
 independent means). The keys of episode `i` depend on `n_episodes` (through the split): compare
 policies at equal `n_episodes`.
+
+**Statistics** (`summarize`, and `paired_difference` for the differences to a reference policy) are
+`trading_jax.evaluation.stats`: mean, sample std, the Student-t 95% interval of the mean, and NaN
+statistics with a `nonfinite` count when any value is NaN or infinite.
 """
 
 from __future__ import annotations
@@ -35,9 +46,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trading_jax.evaluation.stats import paired_difference, summarize
+
 Array = jax.Array
 
-__all__ = ["EpisodeStats", "rollout_episodes", "rollout_many", "summarize", "compare", "default_max_steps"]
+__all__ = ["EpisodeStats", "RecurrentPolicy", "rollout", "rollout_episodes", "rollout_many", "summarize",
+           "paired_difference", "compare", "default_max_steps"]
 
 
 class EpisodeStats(NamedTuple):
@@ -62,11 +76,41 @@ class EpisodeStats(NamedTuple):
     trajectory: dict[str, Array] = {}
 
 
-def default_max_steps(env) -> int:
-    """The longest episode of the env: `horizon` (execution) or `episode_length` (trading, portfolio)."""
+class RecurrentPolicy(NamedTuple):
+    """A policy with a memory, for ONE environment (module docstring).
+
+    Attributes:
+        step: `step(obs, state, key, env_params, carry) -> (action, carry)`.
+        initial_carry: `initial_carry() -> carry`, the carry (a pytree of arrays) at an episode's start.
+
+    Both must be hashable (functions are) to pass to `rollout_many` / `rollout_episodes` / `compare`.
+    """
+
+    step: Callable
+    initial_carry: Callable
+
+
+def _recurrent(policy) -> RecurrentPolicy:
+    """Any policy as a `RecurrentPolicy` (a plain one with an empty carry)."""
+    if isinstance(policy, RecurrentPolicy):
+        return policy
+
+    def step(obs, state, key, env_params, carry):
+        return policy(obs, state, key, env_params), carry
+
+    return RecurrentPolicy(step, tuple)
+
+
+def default_max_steps(env, env_params=None) -> int:
+    """The longest episode of the env: its `horizon` (execution) or `episode_length` (trading, portfolio),
+    else gymnax's `env_params.max_steps_in_episode` (when it is a concrete number)."""
     for name in ("horizon", "episode_length"):
-        if hasattr(env, name):
+        if getattr(env, name, None) is not None:
             return int(getattr(env, name))
+    try:
+        return int(getattr(env_params, "max_steps_in_episode"))
+    except (AttributeError, TypeError, jax.errors.ConcretizationTypeError):  # none, or traced
+        pass
     raise ValueError(f"pass max_steps: {type(env).__name__} has no horizon or episode_length")
 
 
@@ -75,28 +119,44 @@ def _episode_keys(key: Array, n_episodes: int) -> tuple[Array, Array, Array]:
     return keys[:, 0], keys[:, 1], keys[:, 2]
 
 
-def _rollout(env, env_params, policy, key, n_episodes: int, max_steps: int, record: tuple = ()) -> EpisodeStats:
+def rollout(env, env_params, policy, key: Array, n_episodes: int, max_steps: int | None = None,
+            record: Sequence[str] = ()) -> EpisodeStats:
+    """`rollout_episodes` as a plain traceable function (no `jit`, no size checks): call it inside your
+    own `jit`, where `policy` may close over traced values (e.g. the params being trained).
+
+    Args:
+        env, env_params, key, n_episodes, max_steps, record: as `rollout_episodes` (`n_episodes`,
+            `max_steps` and `record` are Python values).
+        policy: `policy(obs, state, key, env_params) -> action` or a `RecurrentPolicy`, for ONE env.
+
+    Returns:
+        `EpisodeStats` with `[n_episodes]` leading axes.
+    """
+    max_steps = default_max_steps(env, env_params) if max_steps is None else int(max_steps)
+    record = tuple(record)
+    policy = _recurrent(policy)
     reset_keys, env_keys, policy_keys = _episode_keys(key, n_episodes)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+    carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (n_episodes,) + jnp.shape(c)), policy.initial_carry())
 
-    act = jax.vmap(policy, in_axes=(0, 0, 0, None))
+    act = jax.vmap(policy.step, in_axes=(0, 0, 0, None, 0))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def one_step(obs, state, s):
+    def one_step(obs, state, carry, s):
         k_env = jax.vmap(jax.random.fold_in, in_axes=(0, None))(env_keys, s)
         k_pol = jax.vmap(jax.random.fold_in, in_axes=(0, None))(policy_keys, s)
-        action = act(obs, state, k_pol, env_params)
+        action, carry = act(obs, state, k_pol, env_params, carry)
         obs2, state2, reward, terminated, truncated, info = step(k_env, state, action, env_params)
         info = {k: v for k, v in info.items() if k != "final_observation"}
-        return obs2, state2, reward, jnp.logical_or(terminated, truncated), info, action
+        return obs2, state2, carry, reward, jnp.logical_or(terminated, truncated), info, action
 
     # info structure and dtypes, for the carry
-    info_shape = jax.eval_shape(lambda o, st: one_step(o, st, 0)[4], obs, state)
+    info_shape = jax.eval_shape(lambda o, st, c: one_step(o, st, c, 0)[5], obs, state, carry)
     info0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
 
-    def body(carry, s):
-        obs, state, done, total, length, final = carry
-        obs, state, reward, ended, info, action = one_step(obs, state, s)
+    def body(loop, s):
+        obs, state, carry, done, total, length, final = loop
+        obs, state, carry, reward, ended, info, action = one_step(obs, state, carry, s)
         active = ~done
         total = total + jnp.where(active, reward, 0.0)
         length = length + active.astype(jnp.int32)
@@ -107,33 +167,49 @@ def _rollout(env, env_params, policy, key, n_episodes: int, max_steps: int, reco
         )
         extra = {"action": action, "reward": reward}
         recorded = {name: extra[name] if name in extra else info[name] for name in record}
-        return (obs, state, done | ended, total, length, final), recorded
+        return (obs, state, carry, done | ended, total, length, final), recorded
 
     init = (
         obs,
         state,
+        carry,
         jnp.zeros((n_episodes,), bool),
         jnp.zeros((n_episodes,), jnp.float32),
         jnp.zeros((n_episodes,), jnp.int32),
         info0,
     )
-    (_, _, done, total, length, final), recorded = jax.lax.scan(body, init, jnp.arange(max_steps))
+    (_, _, _, done, total, length, final), recorded = jax.lax.scan(body, init, jnp.arange(max_steps))
     trajectory = {name: jnp.swapaxes(v, 0, 1) for name, v in recorded.items()}
     return EpisodeStats(total_reward=total, length=length, done=done, info=final, trajectory=trajectory)
 
 
+def _switch(index, policies: tuple) -> RecurrentPolicy:
+    """One `RecurrentPolicy` acting as `policies[index]` (a `lax.switch`; the carry holds every policy's)."""
+    recurrent = tuple(_recurrent(p) for p in policies)
+
+    def branch(i):
+        def step(obs, state, key, env_params, carries):
+            action, carry = recurrent[i].step(obs, state, key, env_params, carries[i])
+            return action, carries[:i] + (carry,) + carries[i + 1:]
+
+        return step
+
+    def step(obs, state, key, env_params, carries):
+        return jax.lax.switch(index, [branch(i) for i in range(len(recurrent))], obs, state, key, env_params, carries)
+
+    return RecurrentPolicy(step, lambda: tuple(p.initial_carry() for p in recurrent))
+
+
 @partial(jax.jit, static_argnames=("env", "policies", "n_episodes", "max_steps", "record"))
 def _rollout_many(env, env_params, policies: tuple, key, n_episodes: int, max_steps: int, record: tuple) -> EpisodeStats:
-    """`_rollout` of every policy on the same keys, stacked on a leading `[P]` axis, in ONE program
+    """`rollout` of every policy on the same keys, stacked on a leading `[P]` axis, in ONE program
     (a vmap over the policy index of a `lax.switch`: one compilation for the whole comparison)."""
     if len(policies) == 1:
-        return jax.tree.map(lambda x: x[None], _rollout(env, env_params, policies[0], key, n_episodes, max_steps, record))
+        stats = rollout(env, env_params, policies[0], key, n_episodes, max_steps, record)
+        return jax.tree.map(lambda x: x[None], stats)
 
     def run(index):
-        def policy(obs, state, k, params):
-            return jax.lax.switch(index, policies, obs, state, k, params)
-
-        return _rollout(env, env_params, policy, key, n_episodes, max_steps, record)
+        return rollout(env, env_params, _switch(index, policies), key, n_episodes, max_steps, record)
 
     return jax.vmap(run)(jnp.arange(len(policies)))
 
@@ -158,12 +234,12 @@ def rollout_many(
 
 
 def _check_sizes(env, env_params, n_episodes, max_steps):
-    if max_steps is None:
-        max_steps = default_max_steps(env)
-    if int(n_episodes) < 1 or int(max_steps) < 1:
-        raise ValueError(f"n_episodes and max_steps must be >= 1; got {n_episodes}, {max_steps}")
     if env_params is None:
         env_params = env.default_params
+    if max_steps is None:
+        max_steps = default_max_steps(env, env_params)
+    if int(n_episodes) < 1 or int(max_steps) < 1:
+        raise ValueError(f"n_episodes and max_steps must be >= 1; got {n_episodes}, {max_steps}")
     return int(max_steps), env_params
 
 
@@ -181,8 +257,8 @@ def rollout_episodes(
     Args:
         env: a gymnax environment (ours: execution, trading, portfolio).
         env_params: its params (shared by all episodes).
-        policy: `policy(obs, state, key, env_params) -> action` for ONE environment (vmapped here);
-            hashable (a function is), it is a static argument of the compiled rollout.
+        policy: `policy(obs, state, key, env_params) -> action` for ONE environment (vmapped here), or a
+            `RecurrentPolicy`; hashable (a function is), it is a static argument of the compiled rollout.
         key: PRNG key; the same key gives the same episodes to every policy (common random numbers).
         n_episodes: episodes (= parallel environments).
         max_steps: steps to run; default `default_max_steps(env)` (enough for every episode to end).
@@ -194,25 +270,6 @@ def rollout_episodes(
     """
     stats = rollout_many(env, env_params, (policy,), key, n_episodes, max_steps, record)
     return jax.tree.map(lambda x: x[0], stats)
-
-
-def summarize(values) -> dict[str, float]:
-    """Mean, sample std (ddof 1), count and the 95% Student-t confidence interval of the mean.
-
-    `mean +- t_{0.975, n-1} * std / sqrt(n)` (`trading_jax.training.experiment.mean_ci`); NaN std and
-    interval for fewer than 2 values.
-
-    Returns:
-        `{"mean", "std", "n", "ci95_low", "ci95_high"}` (floats, `n` an int).
-    """
-    from trading_jax.training.experiment import mean_ci
-
-    v = np.asarray(values, np.float64).reshape(-1)
-    if v.size == 0:
-        raise ValueError("summarize: no values")
-    out = mean_ci(v)
-    low, high = out["ci95"]
-    return {"mean": out["mean"], "std": out["std"], "n": int(out["n"]), "ci95_low": low, "ci95_high": high}
 
 
 def _metric_values(stats: EpisodeStats, metric) -> np.ndarray:
@@ -247,15 +304,17 @@ def compare(
             "shortfall_bps" or "equity"), or callables `EpisodeStats -> [n]` (named by `__name__`); a
             single string is one metric.
         reference: optional policy name; each row then adds, per metric, the paired difference
-            `metric(policy) - metric(reference)` over the same episodes (`METRIC_diff_*` keys).
+            `metric(policy) - metric(reference)` over the same episodes (`METRIC_diff_*` keys,
+            `paired_difference`).
         n_actions: for a discrete action space, also report `action_share`: the fraction of the episodes'
-            steps (before each episode's end) on which each action 0 .. n_actions - 1 was taken.
+            steps (steps 0 .. length - 1 of each episode, not those of the auto-reset episode after it)
+            on which each action 0 .. n_actions - 1 was taken.
 
     Returns:
         One dict per policy, in the order given: `policy`, `n_episodes`, `completed` (fraction of
         episodes that ended), and for each metric `METRIC_mean`, `METRIC_std`, `METRIC_ci95_low`,
-        `METRIC_ci95_high` (and `METRIC_diff_mean`, `..._diff_std`, `..._diff_ci95_low`,
-        `..._diff_ci95_high` with a reference).
+        `METRIC_ci95_high`, `METRIC_nonfinite` (`summarize`: NaN statistics when a value is not finite)
+        and with a reference `METRIC_diff_mean`, `..._diff_std`, `..._diff_ci95_low`, `..._diff_ci95_high`.
     """
     if isinstance(metrics, str) or callable(metrics):
         metrics = (metrics,)
@@ -279,14 +338,15 @@ def compare(
             label = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
             v = _metric_values(stats, metric)
             values[name][label] = v
-            s = summarize(v)
+            s = summarize(v, label)
             row.update({f"{label}_mean": s["mean"], f"{label}_std": s["std"],
-                        f"{label}_ci95_low": s["ci95_low"], f"{label}_ci95_high": s["ci95_high"]})
+                        f"{label}_ci95_low": s["ci95_low"], f"{label}_ci95_high": s["ci95_high"],
+                        f"{label}_nonfinite": s["nonfinite"]})
         rows.append(row)
     if reference is not None:
         for row in rows:
             for label, v in values[row["policy"]].items():
-                s = summarize(v - values[reference][label])
+                s = paired_difference(v, values[reference][label], f"{label} differences")
                 row.update({f"{label}_diff_mean": s["mean"], f"{label}_diff_std": s["std"],
                             f"{label}_diff_ci95_low": s["ci95_low"], f"{label}_diff_ci95_high": s["ci95_high"]})
     return rows

@@ -18,18 +18,19 @@ One **update** (`config.num_updates` of them, `total_timesteps // (num_envs * nu
    truncation is therefore not treated as a terminal state (PureJaxRL #20).
 3. *Learning*: `update_epochs` epochs, each a fresh permutation of the `num_envs * num_steps` transitions
    cut into minibatches of `minibatch_size` (the seed's `batch_size = 64`; it must divide the batch) and
-   one Adam step (eps 1e-5) per minibatch on the clipped PPO loss (`gae.ppo_loss`), after clipping the
+   one Adam step (eps 1e-5) per minibatch on the clipped PPO loss (`losses.ppo_loss`), after clipping the
    gradient's global norm to `max_grad_norm`. Advantages are normalised per minibatch. With
    `anneal_lr` the learning rate of update u is `lr * (1 - u / num_updates)`.
    *Recurrent* (`recurrent=True`, an LSTM policy): minibatches are whole env sequences, `max(1,
    minibatch_size // num_steps)` envs each (it must divide `num_envs`), replayed from the carry the
    rollout started with, resetting the carry at episode starts.
 
-**Policies** (`policy="auto"`: categorical for `Discrete`/`MultiDiscrete`, Gaussian for `Box`).
+**Policies** (`policy="auto"`: categorical for `Discrete`/`MultiDiscrete`, Gaussian for `Box`;
+`trading_jax.rl.distributions.ActionDistribution`).
 Categorical: logits `[B, K]` (`[B, N*K]` for N independent choices). Gaussian: the network gives a mean
 and a state-independent log-std; `u ~ N(mean, std)` is stored, and the env receives
 `low + (a + 1) / 2 * (high - low)` with `a = tanh(u)` (`squash="tanh"`: log-prob with the log-det
-Jacobian, `gae.tanh_gaussian_log_prob`) or `a = clip(u, -1, 1)` (`squash="clip"`: log-prob of the
+Jacobian, `distributions.tanh_gaussian_log_prob`) or `a = clip(u, -1, 1)` (`squash="clip"`: log-prob of the
 unclipped `u`). The constant log-det of the affine map to the box cancels in the PPO ratio and is
 omitted. The entropy bonus uses the base Gaussian's entropy (the tanh-squashed one has no closed form).
 
@@ -57,7 +58,13 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from trading_jax.rl import gae as G
+from trading_jax.features.normalize import NormalizerState
+from trading_jax.rl.distributions import ActionDistribution
+from trading_jax.rl.evaluation import RecurrentPolicy, default_max_steps, rollout
+from trading_jax.rl.gae import bootstrap_values, gae
+from trading_jax.rl.losses import explained_variance, ppo_loss
+from trading_jax.rl.normalizers import (RewardNormState, obs_norm_apply, obs_norm_init, obs_norm_update,
+                                        reward_norm_init, reward_norm_update)
 
 Array = jax.Array
 
@@ -72,7 +79,9 @@ __all__ = [
     "make_train",
     "make_trainer",
     "make_policy",
+    "as_policy",
     "evaluate",
+    "make_evaluator",
     "METRIC_NAMES",
 ]
 
@@ -223,80 +232,14 @@ class PPOConfig:
             raise ValueError(f"squash must be 'tanh' or 'clip', got {self.squash!r}")
 
 
-# ------------------------------------------------------------------------------ distributions
-
-
-class _Policy:
-    """Action distribution built from the env's action space (module docstring, "Policies")."""
-
-    def __init__(self, config: PPOConfig, space):
-        kind = config.policy
-        has_n = hasattr(space, "n")
-        if kind == "auto":
-            kind = "categorical" if has_n else "gaussian"
-        self.kind = kind
-        self.squash = config.squash
-        self.shape = tuple(getattr(space, "shape", ()) or ())
-        if kind == "categorical":
-            if not has_n:
-                raise ValueError(f"a categorical policy needs a Discrete action space, got {space!r}")
-            self.n = int(space.n)
-            self.action_dim = self.n * int(np.prod(self.shape, dtype=int))
-            self.discrete = True
-        else:
-            if has_n or len(self.shape) != 1:
-                raise ValueError(f"a Gaussian policy needs a 1-D Box action space, got {space!r}")
-            self.action_dim = self.shape[0]
-            self.discrete = False
-            self.low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), self.shape)
-            self.high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), self.shape)
-
-    def _logits(self, out):
-        logits = out["logits"]
-        return logits.reshape(logits.shape[:-1] + self.shape + (self.n,))
-
-    def to_env(self, raw):
-        if self.discrete:
-            return raw
-        a = jnp.tanh(raw) if self.squash == "tanh" else jnp.clip(raw, -1.0, 1.0)
-        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
-
-    def log_prob(self, out, raw):
-        if self.discrete:
-            lp = G.categorical_log_prob(self._logits(out), raw)
-            return jnp.sum(lp, axis=tuple(range(lp.ndim - len(self.shape), lp.ndim))) if self.shape else lp
-        if self.squash == "tanh":
-            return G.tanh_gaussian_log_prob(out["mean"], out["log_std"], raw)
-        return G.gaussian_log_prob(out["mean"], out["log_std"], raw)
-
-    def entropy(self, out):
-        if self.discrete:
-            ent = G.categorical_entropy(self._logits(out))
-            return jnp.sum(ent, axis=tuple(range(ent.ndim - len(self.shape), ent.ndim))) if self.shape else ent
-        return G.gaussian_entropy(out["log_std"])
-
-    def sample(self, out, key):
-        """`(raw, log_prob)`: raw is the int action or the pre-squash Gaussian sample."""
-        if self.discrete:
-            raw = jax.random.categorical(key, self._logits(out), axis=-1).astype(jnp.int32)
-        else:
-            raw = out["mean"] + jnp.exp(out["log_std"]) * jax.random.normal(key, out["mean"].shape)
-        return raw, self.log_prob(out, raw)
-
-    def mode(self, out):
-        if self.discrete:
-            return jnp.argmax(self._logits(out), axis=-1).astype(jnp.int32)
-        return out["mean"]
-
-
 # --------------------------------------------------------------------------------- state / result
 
 
 class PolicyParams(NamedTuple):
-    """What `act` needs: network params and the observation normaliser (a `gae.RunningMeanStd`)."""
+    """What `act` needs: network params and the observation normaliser's running moments."""
 
     params: Any
-    obs_norm: G.RunningMeanStd
+    obs_norm: NormalizerState
 
 
 class PPOResult(NamedTuple):
@@ -304,8 +247,8 @@ class PPOResult(NamedTuple):
 
     Attributes:
         params: final network params.
-        obs_norm: the observation normaliser's `RunningMeanStd` (needed to act; unused when
-            `normalize_observations=False`).
+        obs_norm: the observation normaliser's `NormalizerState` (`trading_jax.rl.normalizers`; needed to act,
+            unused when `normalize_observations=False`).
         metrics: dict of per-update `[num_updates]` float32 arrays, `METRIC_NAMES`: "episode_return"
             (mean raw return of the episodes completed during the update, 0 when none), "episode_count",
             "episode_length", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction" (means
@@ -314,7 +257,7 @@ class PPOResult(NamedTuple):
     """
 
     params: Any
-    obs_norm: G.RunningMeanStd
+    obs_norm: NormalizerState
     metrics: dict
 
 
@@ -327,8 +270,8 @@ class PPOState(NamedTuple):
         obs: `[num_envs, obs]` raw current observations.
         episode_start: `[num_envs]` bool, the current observation starts an episode (LSTM carry reset).
         rnn: the LSTM carry `(h, c)` `[num_envs, hidden]` (recurrent), else `()`.
-        obs_norm: `gae.RunningMeanStd` of the observations.
-        reward_norm: `gae.RewardNormState`.
+        obs_norm: `NormalizerState` of the observations (`normalizers.obs_norm_*`).
+        reward_norm: `normalizers.RewardNormState`.
         episode_return, episode_length: `[num_envs]` running raw return / length of the current episodes.
         key: PRNG key of the updates; update u uses `fold_in(key, u)`.
         update: int32, updates completed.
@@ -342,8 +285,8 @@ class PPOState(NamedTuple):
     obs: Array
     episode_start: Array
     rnn: Any
-    obs_norm: G.RunningMeanStd
-    reward_norm: G.RewardNormState
+    obs_norm: NormalizerState
+    reward_norm: RewardNormState
     episode_return: Array
     episode_length: Array
     key: Array
@@ -390,7 +333,11 @@ def _env(config: PPOConfig, env, env_params):
     return env, env_params
 
 
-def _model(config: PPOConfig, policy: _Policy):
+def _distribution(config: PPOConfig, space) -> ActionDistribution:
+    return ActionDistribution(space, kind=config.policy, squash=config.squash)
+
+
+def _model(config: PPOConfig, policy: ActionDistribution):
     from trading_jax.models import create
 
     return create(config.network_name, config.network_preset, action_dim=policy.action_dim,
@@ -403,7 +350,7 @@ def _hidden_size(model) -> int:
 
 def _normalizer(config: PPOConfig):
     if config.normalize_observations:
-        return lambda rms, x: G.rms_normalize(rms, x, clip=config.obs_clip)
+        return lambda rms, x: obs_norm_apply(rms, x, clip=config.obs_clip)
     return lambda rms, x: jnp.asarray(x, jnp.float32)
 
 
@@ -449,7 +396,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
     config.validate()
     env, default_env_params = _env(config, env, env_params)
     mesh = _shardings(config, mesh)
-    policy = _Policy(config, env.action_space(default_env_params))
+    policy = _distribution(config, env.action_space(default_env_params))
     model = _model(config, policy)
     recurrent = config.recurrent
     normalize = _normalizer(config)
@@ -509,8 +456,8 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
         metrics = {name: jnp.zeros((n_updates,), jnp.float32) for name in METRIC_NAMES}
         return PPOState(
             params=params, opt_state=make_tx(hp).init(params), env_state=env_state, obs=obs,
-            episode_start=jnp.ones((E,), bool), rnn=rnn, obs_norm=G.rms_init((obs_size,)),
-            reward_norm=G.reward_norm_init(E), episode_return=jnp.zeros((E,), jnp.float32),
+            episode_start=jnp.ones((E,), bool), rnn=rnn, obs_norm=obs_norm_init((obs_size,)),
+            reward_norm=reward_norm_init(E), episode_return=jnp.zeros((E,), jnp.float32),
             episode_length=jnp.zeros((E,), jnp.int32), key=k_updates, update=jnp.zeros((), jnp.int32),
             hparams=hp, metrics=metrics,
         )
@@ -527,7 +474,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
             env_state, obs, start, rnn, obs_norm, rew_norm, ep_ret, ep_len, stats = carry
             k_act, k_env = jax.random.split(k)
             if config.normalize_observations:
-                obs_norm = G.rms_update(obs_norm, obs)
+                obs_norm = obs_norm_update(obs_norm, obs)
             nobs = normalize(obs_norm, obs)
             if recurrent:
                 rnn, out = apply_rnn(params, rnn, nobs, start)
@@ -542,7 +489,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
             term = jnp.asarray(term, bool).reshape(E)
             done = term | jnp.asarray(trunc, bool).reshape(E)
             if config.normalize_rewards:
-                rew_norm, learn_reward = G.reward_norm_update(rew_norm, reward, done, hp.gamma, clip=config.reward_clip)
+                rew_norm, learn_reward = reward_norm_update(rew_norm, reward, done, hp.gamma, clip=config.reward_clip)
             else:
                 learn_reward = reward
             nfinal = normalize(obs_norm, info["final_observation"].reshape(E, obs_size))
@@ -577,11 +524,11 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
             last_value = apply_ff(params, last_nobs)["value"]
             final_obs = traj.pop("final_obs")
             final_value = apply_ff(params, final_obs.reshape(T * E, obs_size))["value"].reshape(T, E)
-        next_values = G.bootstrap_values(traj["value"], last_value, final_value, traj["done"])
-        adv, returns = G.gae(traj["reward"], traj["value"], next_values, traj["terminated"], traj["done"],
-                             hp.gamma, hp.gae_lambda)
+        next_values = bootstrap_values(traj["value"], last_value, final_value, traj["done"])
+        adv, returns = gae(traj["reward"], traj["value"], next_values, traj["terminated"], traj["done"],
+                           hp.gamma, hp.gae_lambda)
         traj["advantage"], traj["return"] = adv, returns
-        explained = G.explained_variance(traj["value"], returns)
+        explained = explained_variance(traj["value"], returns)
 
         # ---- learning
         def loss_fn(p, mb):
@@ -598,10 +545,10 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
             if config.normalize_advantages:
                 a = (a - jnp.mean(a)) / (jnp.std(a) + 1e-8)
             flat = lambda x: x.reshape(-1)  # noqa: E731
-            return G.ppo_loss(flat(policy.log_prob(out, mb["raw"])), flat(mb["log_prob"]), flat(a),
-                              flat(out["value"]), flat(mb["value"]), flat(mb["return"]),
-                              flat(policy.entropy(out)), hp.clip_eps, hp.vf_coef, hp.ent_coef,
-                              clip_value=config.clip_value)
+            return ppo_loss(flat(policy.log_prob(out, mb["raw"])), flat(mb["log_prob"]), flat(a),
+                            flat(out["value"]), flat(mb["value"]), flat(mb["return"]),
+                            flat(policy.entropy(out)), hp.clip_eps, hp.vf_coef, hp.ent_coef,
+                            clip_value=config.clip_value)
 
         learn = {k: traj[k] for k in ("obs", "raw", "log_prob", "value", "advantage", "return", "start")}
         if not recurrent:
@@ -709,7 +656,7 @@ def make_policy(config: PPOConfig, env=None, env_params=None):
     `act.initial_carry(B)` gives zeros.
     """
     env, env_params = _env(config, env, env_params)
-    policy = _Policy(config, env.action_space(env_params))
+    policy = _distribution(config, env.action_space(env_params))
     model = _model(config, policy)
     normalize = _normalizer(config)
 
@@ -734,23 +681,47 @@ def make_policy(config: PPOConfig, env=None, env_params=None):
     return act
 
 
-def _max_episode_steps(env, env_params) -> int:
-    for source, name in ((env, "episode_length"), (env, "horizon"), (env_params, "max_steps_in_episode")):
-        value = getattr(source, name, None)
-        if value is not None and not isinstance(value, jax.core.Tracer):
-            return int(value)
-    raise ValueError("cannot tell the episode length of this environment: pass max_steps")
+def as_policy(config: PPOConfig, policy_params, env=None, env_params=None, deterministic: bool = True):
+    """The trained policy for ONE environment, as `trading_jax.rl.evaluation` runs policies (`rollout`,
+    `rollout_episodes`, `compare`): `policy(obs, state, key, env_params) -> action`, or for a recurrent
+    config a `RecurrentPolicy` whose carry starts at zeros each episode.
+
+    Args:
+        config, env, env_params: as `make_policy`.
+        policy_params: anything with `.params` and `.obs_norm` (may be traced).
+        deterministic: act with the policy's mode (else sample with the rollout's per-step key).
+    """
+    return _env_policy(make_policy(config, env, env_params), policy_params, deterministic, config.recurrent)
+
+
+def _env_policy(act, policy_params, deterministic: bool, recurrent: bool):
+    if recurrent:
+        def step(obs, state, key, env_params, carry):
+            del state, env_params
+            action, carry = act(policy_params, jnp.reshape(obs, (1, -1)), key, deterministic, carry)
+            return action[0], carry
+
+        return RecurrentPolicy(step, lambda: act.initial_carry(1))
+
+    def policy(obs, state, key, env_params):
+        del state, env_params
+        return act(policy_params, jnp.reshape(obs, (1, -1)), key, deterministic)[0]
+
+    return policy
 
 
 def evaluate(config: PPOConfig, result, env=None, env_params=None, key=None, n_episodes: int = 16,
              deterministic: bool = True, max_steps: int | None = None) -> dict:
     """Run `n_episodes` envs for one episode each with the trained policy (vectorised, one `lax.scan`).
 
+    The episodes are those of `trading_jax.rl.evaluation.rollout` (common random numbers: with the same
+    `key` and `n_episodes`, `compare` runs the baselines on the same episode starts and market noise).
+
     Args:
         config: the training config.
         result: a `PPOResult` (or anything with `.params` and `.obs_norm`).
         env, env_params: default `trading_jax.envs.make(config.env, **config.env_kwargs)`.
-        key: PRNG key (episode starts and, when not `deterministic`, action samples).
+        key: PRNG key (episode starts, env noise and, when not `deterministic`, action samples).
         n_episodes: number of envs, one episode each.
         deterministic: act with the policy's mode.
         max_steps: scan length (default the env's episode length / horizon); episodes still running at
@@ -758,7 +729,8 @@ def evaluate(config: PPOConfig, result, env=None, env_params=None, key=None, n_e
 
     Returns:
         dict: "returns" `[n]` (raw episode returns), "lengths" `[n]` int32, "done" `[n]` bool, and
-        "info": the env's `info` dict of the step that ended each episode (leaves `[n, ...]`).
+        "info": the env's `info` dict (without "final_observation") of the step that ended each episode
+        (of the last step for an episode still running), leaves `[n, ...]`.
     """
     env, env_params = _env(config, env, env_params)
     run = make_evaluator(config, env, env_params, n_episodes, deterministic, max_steps)
@@ -769,42 +741,15 @@ def evaluate(config: PPOConfig, result, env=None, env_params=None, key=None, n_e
 def make_evaluator(config: PPOConfig, env, env_params, n_episodes: int = 16, deterministic: bool = True,
                    max_steps: int | None = None):
     """The jitted program behind `evaluate`, compiled once: `run(policy_params, env_params, key) -> dict`
-    (same outputs as `evaluate`), for evaluating a policy again and again during training."""
+    (same outputs as `evaluate`), for evaluating a policy again and again during training. It is
+    `trading_jax.rl.evaluation.rollout` of `as_policy(config, policy_params, ...)`."""
     act = make_policy(config, env, env_params)
-    steps = _max_episode_steps(env, env_params) if max_steps is None else int(max_steps)
+    steps = default_max_steps(env, env_params) if max_steps is None else int(max_steps)
 
     @jax.jit
     def run(policy_params, env_params, key):
-        k_reset, k_run = jax.random.split(key)
-        obs, st = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, n_episodes), env_params)
-        act0 = jax.eval_shape(lambda o: act(policy_params, o, k_run, deterministic)[0] if config.recurrent
-                              else act(policy_params, o, k_run, deterministic), obs)
-        info_shape = jax.eval_shape(lambda s, a: jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(k_run, n_episodes), s, a, env_params)[5], st,
-            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), act0))
-        info0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
-        carry0 = act.initial_carry(n_episodes)
-
-        def body(c, k):
-            st, obs, rnn, start, ret, length, active, info_f = c
-            k_act, k_env = jax.random.split(k)
-            if config.recurrent:
-                action, rnn = act(policy_params, obs, k_act, deterministic, rnn, start)
-            else:
-                action = act(policy_params, obs, k_act, deterministic)
-            obs, st, reward, term, trunc, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(k_env, n_episodes), st, action, env_params)
-            done = jnp.asarray(term, bool) | jnp.asarray(trunc, bool)
-            ret = ret + jnp.where(active, jnp.asarray(reward, jnp.float32), 0.0)
-            length = length + active.astype(jnp.int32)
-            ended = active & done
-            info_f = jax.tree.map(
-                lambda new, old: jnp.where(ended.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), info, info_f)
-            return (st, obs, rnn, done, ret, length, active & ~done, info_f), None
-
-        init = (st, obs, carry0, jnp.ones((n_episodes,), bool), jnp.zeros((n_episodes,), jnp.float32),
-                jnp.zeros((n_episodes,), jnp.int32), jnp.ones((n_episodes,), bool), info0)
-        (_, _, _, _, ret, length, active, info_f), _ = jax.lax.scan(body, init, jax.random.split(k_run, steps))
-        return {"returns": ret, "lengths": length, "done": ~active, "info": info_f}
+        policy = _env_policy(act, policy_params, deterministic, config.recurrent)
+        stats = rollout(env, env_params, policy, key, n_episodes, steps)
+        return {"returns": stats.total_reward, "lengths": stats.length, "done": stats.done, "info": stats.info}
 
     return run
