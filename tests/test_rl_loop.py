@@ -131,7 +131,8 @@ def test_rl_experiment_files_name_unknown_keys_and_refuse_nonsense(tmp_path):
         ('reference = "twap"', 'reference = "vwap"'):
             "[evaluation] reference = 'vwap': expected one of the baselines ['immediate', 'twap']",
         ("horizon = 8", "horizon = 8\nfee_bps = -1.0"): "[env.kwargs] unknown key 'fee_bps'",
-        ("horizon = 8", "horizon = 8\nspread = -0.01"): "[env.kwargs] spread = -0.01: expected a finite number >= 0",
+        ("horizon = 8", "horizon = 8\nspread_mean = -0.01"):
+            "[env.kwargs] spread_mean = -0.01: expected a finite number >= 0 (a cost)",
         ("minibatch_size = 32", "minibatch_size = 32\ngamma = 1.5"):
             "[ppo] gamma = 1.5: expected a number in (0, 1]",
         ("minibatch_size = 32", "minibatch_size = 32\nlr = nan"): "[ppo] lr = nan: expected a finite number > 0",

@@ -318,7 +318,7 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from trading_jax.envs import make, synthetic_market
     from trading_jax.rl.ppo import PPOConfig, make_train
-    from trading_jax.training import make_mesh
+    from trading_jax.parallel import make_mesh
     assert jax.device_count() == 4, jax.devices()
     market = synthetic_market(jax.random.key(7), 4, 24, model="gbm")
     env, params = make("trading", market=market, episode_length=8, window=4)

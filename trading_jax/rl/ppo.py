@@ -38,7 +38,7 @@ omitted. The entropy bonus uses the base Gaussian's entropy (the tanh-squashed o
 `jax.random.fold_in(state.key, u)`, so `make_trainer`'s `run` can be chunked arbitrarily and
 `result(run(init(k), num_updates)) == train(k)` bit for bit.
 
-**Data parallel**: with `mesh` (a 1-D mesh with a "data" axis, `trading_jax.training.make_mesh`), every
+**Data parallel**: with `mesh` (a 1-D mesh with a "data" axis, `trading_jax.parallel.make_mesh`), every
 array with an env axis (env states, observations, the rollout) and every minibatch is constrained to
 `NamedSharding(mesh, P("data"))` on that axis, params and optimiser state are replicated, and XLA's
 SPMD partitioner inserts the all-reduces of the gradient and of the normaliser statistics. The maths is
@@ -56,9 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
+from trading_jax import parallel
 from trading_jax.features.normalize import NormalizerState
+from trading_jax.loop import FunctionTrainer, hyperparam_grid as _grid
 from trading_jax.rl.distributions import ActionDistribution
 from trading_jax.rl.evaluation import RecurrentPolicy, default_max_steps, rollout
 from trading_jax.rl.gae import bootstrap_values, gae
@@ -109,22 +111,9 @@ class PPOHyperparams:
 
 
 def hyperparam_grid(base: PPOHyperparams, **values) -> PPOHyperparams:
-    """A grid for `jax.vmap(train)(keys, grid)`: the given fields take the listed values (all lists of one
-    length n), the others are `base`'s repeated n times; every leaf is float32 `[n]`.
-
-    Raises:
-        ValueError: an unknown field or lists of different lengths.
-    """
-    unknown = set(values) - set(_HPARAM_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; fields: {list(_HPARAM_FIELDS)}")
-    sizes = {len(v) for v in values.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"give one or more hyperparameters with lists of one common length; got sizes {sorted(sizes)}")
-    (n,) = sizes
-    leaves = {f: jnp.asarray(values[f], jnp.float32) if f in values
-              else jnp.full((n,), getattr(base, f), jnp.float32) for f in _HPARAM_FIELDS}
-    return PPOHyperparams(**leaves)
+    """A grid for `jax.vmap(train)(keys, grid)` or `trainer.population(n)`: `trading_jax.loop.hyperparam_grid`
+    (the given fields take the listed values, the others are `base`'s repeated; float32 `[n]` leaves)."""
+    return _grid(base, **values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,28 +284,11 @@ class PPOState(NamedTuple):
     metrics: dict
 
 
-class PPOTrainer(NamedTuple):
-    """PPO as explicit, checkpointable steps (see `make_trainer`).
-
-    Attributes:
-        init: `init(key, hparams=None, env_params=None) -> PPOState` (jitted).
-        run: `run(state, n_updates, env_params=None) -> (state, metrics)`: the next `n_updates` updates
-            (a `lax.while_loop` with a traced count: one compilation for every chunk size); `metrics` holds
-            the chunk's `[n_updates]` records (updates past `num_updates` are no-ops with zero records).
-        result: `result(state) -> PPOResult`.
-        train: the one-shot `train(key, hparams=None, env_params=None)`.
-        config, env, env_params, model, mesh.
-    """
-
-    init: Callable
-    run: Callable
-    result: Callable
-    train: Callable
-    config: PPOConfig
-    env: Any
-    env_params: Any
-    model: Any
-    mesh: Any
+PPOTrainer = FunctionTrainer
+"""PPO as a `trading_jax.loop.FunctionTrainer` (see `make_trainer`): `init(key, hparams=None, env_params=None)`,
+`run(state, n_updates, env_params=None) -> (state, metrics [n_updates])`, `result(state) -> PPOResult`,
+`train(key, hparams=None, env_params=None)`, `population(M)`; `trainer.env` and `trainer.env_params` are the
+environment it was built with."""
 
 
 # ------------------------------------------------------------------------------------ building
@@ -354,16 +326,12 @@ def _normalizer(config: PPOConfig):
     return lambda rms, x: jnp.asarray(x, jnp.float32)
 
 
-def _shardings(config: PPOConfig, mesh):
-    if mesh is None:
-        return None
-    if "data" not in mesh.axis_names:
-        raise ValueError(f"the mesh needs a 'data' axis; it has {mesh.axis_names}")
-    n = mesh.shape["data"]
-    if config.num_envs % n:
-        raise ValueError(f"num_envs={config.num_envs} is not divisible by the {n} devices of the 'data' axis")
-    if not config.recurrent and config.minibatch_size % n:
-        raise ValueError(f"minibatch_size={config.minibatch_size} is not divisible by the {n} devices of the 'data' axis")
+def _check_mesh(config: PPOConfig, mesh):
+    """The mesh, after checking that the env batch (and a feed-forward minibatch) splits over its "data" axis."""
+    if mesh is not None:
+        parallel.check_divisible(mesh, num_envs=config.num_envs)
+        if not config.recurrent:
+            parallel.check_divisible(mesh, minibatch_size=config.minibatch_size)
     return mesh
 
 
@@ -384,7 +352,15 @@ def make_train(config: PPOConfig, env=None, env_params=None, mesh=None):
         ValueError: inconsistent sizes (see `PPOConfig.validate`), a mismatched policy / action space,
             or `num_envs` (or `minibatch_size`) not divisible by the mesh's devices.
     """
-    return make_trainer(config, env, env_params, mesh).train
+    trainer = make_trainer(config, env, env_params, mesh)
+
+    def train(key, hparams: PPOHyperparams | None = None, env_params=None) -> PPOResult:
+        """Train from `key` (with `hparams`, default `config.hyperparams()`, on `env_params`)."""
+        return trainer.train(key, hparams, env_params)
+
+    train.trainer, train.config, train.model, train.mesh = trainer, config, trainer.model, trainer.mesh
+    train.env, train.env_params = trainer.env, trainer.env_params
+    return train
 
 
 def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPOTrainer:
@@ -395,7 +371,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
     """
     config.validate()
     env, default_env_params = _env(config, env, env_params)
-    mesh = _shardings(config, mesh)
+    mesh = _check_mesh(config, mesh)
     policy = _distribution(config, env.action_space(default_env_params))
     model = _model(config, policy)
     recurrent = config.recurrent
@@ -406,9 +382,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
     obs_size = int(np.prod(env.observation_space(default_env_params).shape))
 
     def constrain(tree, spec):
-        if mesh is None:
-            return tree
-        return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+        return parallel.constrain(tree, mesh, spec)
 
     env_axis = lambda tree: constrain(tree, P("data"))  # noqa: E731
     replicated = lambda tree: constrain(tree, P())  # noqa: E731
@@ -598,47 +572,23 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
         stop = jnp.minimum(state.update + n, n_updates)
         return jax.lax.while_loop(lambda s: s.update < stop, lambda s: _update(s, env_params)[0], state)
 
-    def _chunk_metrics(metrics, u0, n: int):
-        idx = u0 + jnp.arange(n)
-        return {k: jnp.where(idx < n_updates, buf[jnp.clip(idx, 0, n_updates - 1)], 0.0) for k, buf in metrics.items()}
+    def _run_chunk(state: PPOState, env_params, n: int):
+        new = _run(state, env_params, n)
+        idx = state.update + jnp.arange(n)
+        metrics = {k: jnp.where(idx < n_updates, buf[jnp.clip(idx, 0, n_updates - 1)], 0.0)
+                   for k, buf in new.metrics.items()}
+        metrics["active"] = idx < n_updates
+        return new, metrics
 
     def _result(state: PPOState) -> PPOResult:
         return PPOResult(state.params, state.obs_norm, state.metrics)
 
-    jit_init = jax.jit(_init)
-    jit_run = jax.jit(_run)
-    jit_chunk = jax.jit(_chunk_metrics, static_argnums=2)
-    jit_result = jax.jit(_result)
-
-    def train(key, hparams: PPOHyperparams | None = None, env_params=None) -> PPOResult:
-        """Train from `key` (with `hparams`, default `config.hyperparams()`, on `env_params`).
-
-        `init`, all `num_updates` updates and `result`, each a jitted function (the same compiled loop as
-        `run`); under an outer `jit`/`vmap` they trace into one program.
-        """
-        env_params = default_env_params if env_params is None else env_params
-        state = jit_init(key, hparams, env_params)
-        return jit_result(jit_run(state, env_params, jnp.asarray(n_updates, jnp.int32)))
-
-    def init(key, hparams: PPOHyperparams | None = None, env_params=None) -> PPOState:
-        """The state before update 0."""
-        return jit_init(key, hparams, default_env_params if env_params is None else env_params)
-
-    def run(state: PPOState, n_updates: int, env_params=None):
-        """The next `n_updates` updates (one compiled loop for any count): `(state, metrics [n_updates])`."""
-        n = int(n_updates)
-        new = jit_run(state, default_env_params if env_params is None else env_params, jnp.asarray(n, jnp.int32))
-        return new, jit_chunk(new.metrics, state.update, n)
-
-    train.config = config
-    train.env = env
-    train.env_params = default_env_params
-    train.model = model
-    train.mesh = mesh
-    trainer = PPOTrainer(init=init, run=run, result=jit_result, train=train, config=config, env=env,
-                         env_params=default_env_params, model=model, mesh=mesh)
-    train.trainer = trainer
-    return trainer
+    return FunctionTrainer(
+        init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.update,
+        args=default_env_params, hparams=config.hyperparams(), total=n_updates, unit="update",
+        samples_per_unit=config.batch_size, display=("episode_return",), config=config, model=model, mesh=mesh,
+        extras={"env": env, "env_params": default_env_params},
+    )
 
 
 # ------------------------------------------------------------------------------ acting / evaluation

@@ -279,20 +279,6 @@ def _validation(experiment: PPOExperiment, config, env, val_params, n_episodes: 
     return evaluate
 
 
-def _ppo_policy(config, env, env_params, result):
-    """The trained policy (greedy) as a baseline-style `policy(obs, state, key, env_params)`."""
-    from trading_jax.rl.ppo import PolicyParams, make_policy
-
-    act = make_policy(config, env, env_params)
-    params = PolicyParams(result.params, result.obs_norm)
-
-    def policy(obs, state, key, env_params):
-        del state, env_params
-        return act(params, obs[None], key, True)[0]
-
-    return policy
-
-
 def _failed_reason(result) -> str | None:
     """Why a PPO seed failed, or None: every update's losses NaN, or final params not finite."""
     losses = np.asarray(result.metrics["policy_loss"], np.float64)
@@ -317,7 +303,7 @@ def run(experiment: PPOExperiment, out_dir: str | Path, overwrite: bool = False,
     from trading_jax.loop import fit
     from trading_jax.rl import baselines as B
     from trading_jax.rl.evaluation import compare
-    from trading_jax.rl.ppo import make_trainer
+    from trading_jax.rl.ppo import as_policy, make_trainer
 
     out = Path(out_dir)
     config = experiment.ppo
@@ -359,7 +345,7 @@ def run(experiment: PPOExperiment, out_dir: str | Path, overwrite: bool = False,
             if failure:
                 failures.append(per_seed[-1])
             else:
-                policies[f"ppo_seed_{seed}"] = _ppo_policy(config, env, eval_params, result)
+                policies[f"ppo_seed_{seed}"] = as_policy(config, result, env, eval_params)  # greedy
 
         for name in experiment.baselines:
             kwargs = dict(experiment.baseline_kwargs.get(name, {}))
