@@ -11,7 +11,7 @@ import pytest
 
 from trading_jax.checkpoint import CheckpointConfig, Checkpointer
 from trading_jax.logging import TensorBoardWriter
-from trading_jax.runs import ConfigError, load_experiment, run_experiment
+from trading_jax.runs import ConfigError, load_experiment
 from trading_jax.loop import fit
 from trading_jax.rl.ppo import PPOConfig, make_trainer
 
@@ -102,12 +102,14 @@ every_updates = 2
 """
 
 
-def test_an_rl_experiment_file_trains_every_seed_and_compares_with_the_baselines_on_the_same_episodes(tmp_path):
+def test_trading_jax_train_runs_an_rl_experiment_file_over_every_seed_against_the_baselines_on_the_same_episodes(
+        tmp_path, capsys):
+    from trading_jax.cli import main
+
     path = tmp_path / "tiny.toml"
     path.write_text(EXPERIMENT)
-    summary, ok = run_experiment(load_experiment(path), tmp_path / "out", show_progress=False)
-    assert ok
-    assert "shortfall_bps on 64 held-out episodes" in summary
+    assert main(["train", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "tiny_execution: shortfall_bps on 64 held-out episodes" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["policy"] for row in report["evaluation"]] == ["ppo_seed_0", "ppo_seed_1", "immediate", "twap"]
     twap = report["evaluation"][3]
@@ -145,13 +147,3 @@ def test_rl_experiment_files_name_unknown_keys_and_refuse_nonsense(tmp_path):
         with pytest.raises(ConfigError) as error:
             load_experiment(path)
         assert str(error.value).startswith(f"{path}: {message}"), str(error.value)
-
-
-def test_trading_jax_train_runs_a_ppo_experiment_file(tmp_path, capsys):
-    from trading_jax.cli import main
-
-    path = tmp_path / "tiny.toml"
-    path.write_text(EXPERIMENT.replace("seeds = [0, 1]", "seeds = [0]"))
-    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
-    assert "tiny_execution: shortfall_bps on 64 held-out episodes" in capsys.readouterr().out
-    assert (tmp_path / "run" / "results.md").exists()

@@ -86,6 +86,10 @@ class FunctionTrainer:
         members: None, or the population size of a `population(...)`.
         config, model, mesh: what the algorithm was built with (for callers; `fit` ignores them).
         extras: anything else the algorithm exposes (e.g. the env, steps per epoch).
+        dynamic_n: `run_fn` takes the count as a traced int32 (ONE compilation serves every chunk size,
+            e.g. a `while_loop` with the count behind an optimisation barrier) and returns its metrics as
+            `[total]` buffers indexed by unit; `run` cuts the chunk's `[n]` records out of them (units past
+            `total` are zero and inactive).
     """
 
     init_fn: Callable
@@ -103,6 +107,7 @@ class FunctionTrainer:
     model: Any = None
     mesh: Any = None
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dynamic_n: bool = False
 
     def __getattr__(self, name):  # the algorithm's extras read as attributes: trainer.env, trainer.env_params
         extras = self.__dict__.get("extras")
@@ -117,7 +122,20 @@ class FunctionTrainer:
 
     @functools.cached_property
     def _jit_run(self):
-        return jax.jit(self.run_fn, static_argnums=2)
+        return jax.jit(self.run_fn) if self.dynamic_n else jax.jit(self.run_fn, static_argnums=2)
+
+    @functools.cached_property
+    def _jit_records(self):
+        total = self.total
+
+        def records(buffers, first, n):  # buffers [..., total], first [...] -> [..., n]
+            idx = jnp.asarray(first)[..., None] + jnp.arange(n)
+            out = {k: jnp.where(idx < total, jnp.take_along_axis(v, jnp.clip(idx, 0, total - 1), axis=-1), 0)
+                   for k, v in buffers.items()}
+            out["active"] = idx < total
+            return out
+
+        return jax.jit(records, static_argnums=2)
 
     @functools.cached_property
     def _jit_result(self):
@@ -142,8 +160,14 @@ class FunctionTrainer:
         return self._jit_init(key, hparams, self.args if args is None else args)
 
     def run(self, state, n: int, args=None):
-        """`(state, metrics)` after the next `n` units (a static count: one compilation per distinct n)."""
-        return self._jit_run(state, self.args if args is None else args, int(n))
+        """`(state, metrics)` after the next `n` units (one compilation per distinct n, or one for all n
+        with `dynamic_n`)."""
+        args = self.args if args is None else args
+        if not self.dynamic_n:
+            return self._jit_run(state, args, int(n))
+        first = self.counter(state)
+        new, buffers = self._jit_run(state, args, jnp.asarray(int(n), jnp.int32))
+        return new, self._jit_records(buffers, first, int(n))
 
     def result(self, state):
         return self._jit_result(state)

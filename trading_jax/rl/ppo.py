@@ -572,13 +572,9 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
         stop = jnp.minimum(state.update + n, n_updates)
         return jax.lax.while_loop(lambda s: s.update < stop, lambda s: _update(s, env_params)[0], state)
 
-    def _run_chunk(state: PPOState, env_params, n: int):
+    def _run_chunk(state: PPOState, env_params, n):
         new = _run(state, env_params, n)
-        idx = state.update + jnp.arange(n)
-        metrics = {k: jnp.where(idx < n_updates, buf[jnp.clip(idx, 0, n_updates - 1)], 0.0)
-                   for k, buf in new.metrics.items()}
-        metrics["active"] = idx < n_updates
-        return new, metrics
+        return new, new.metrics  # [num_updates] buffers; the trainer cuts the chunk's records out
 
     def _result(state: PPOState) -> PPOResult:
         return PPOResult(state.params, state.obs_norm, state.metrics)
@@ -587,7 +583,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
         init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.update,
         args=default_env_params, hparams=config.hyperparams(), total=n_updates, unit="update",
         samples_per_unit=config.batch_size, display=("episode_return",), config=config, model=model, mesh=mesh,
-        extras={"env": env, "env_params": default_env_params},
+        extras={"env": env, "env_params": default_env_params}, dynamic_n=True,
     )
 
 
