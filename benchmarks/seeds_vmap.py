@@ -45,11 +45,11 @@ def timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
     add_common_arguments(parser)
     args = parser.parse_args()
     seeds, epochs = (4, 2) if args.quick else (args.seeds, args.epochs)
-    n_train, n_val = (1024, 256) if args.quick else (8192, 1024)
+    n_train, n_val = (1024, 256) if args.quick else (4096, 1024)
     load_before = os.getloadavg()
 
     from trading_jax.training import TrainConfig, make_trainer
