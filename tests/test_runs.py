@@ -70,6 +70,10 @@ def test_every_experiment_file_loads_and_repeats_over_several_seeds(path, monkey
     (("[train]", "[checkpoint]\nkeep_bset = 2\n[train]"), "[checkpoint] unknown key 'keep_bset'"),
     (("batch_size = 64", "batch_size = 64\n[train.model_kwargs]\ndropout = 1.5"),
      "[train.model_kwargs] dropout = 1.5: expected a number in [0, 1)"),
+    (("batch_size = 64", "batch_size = 64\n[train.model_kwargs]\nchanels = 8"),
+     "[train.model_kwargs] unknown key 'chanels' (did you mean 'channels'?)"),
+    (("batch_size = 64", "batch_size = 64\n[train.model_kwargs]\nchannels = 8.5"),
+     "[train.model_kwargs] channels = 8.5: expected an integer"),
     (('synthetic_assets = 2', 'synthetic_assets = 2\nsource = "nowhere.csv"'),
      "[data] source = 'nowhere.csv': no such file or folder"),
 ])

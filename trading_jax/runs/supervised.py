@@ -99,7 +99,20 @@ def _check_model(train: dict, file) -> None:
     kwargs = train.get("model_kwargs", {})
     if not isinstance(kwargs, dict):
         raise S.ConfigError(f"{file}: [train] model_kwargs must be a table ([train.model_kwargs])")
+    module = create(model, preset=preset)
+    fields = {f.name: f for f in dataclasses.fields(type(module)) if f.name not in ("parent", "name")}
+    S.check_keys(kwargs, fields, file, "train.model_kwargs")
     for key, value in kwargs.items():
+        default = getattr(module, key)
+        kind = type(default)
+        if kind in (int, float, bool, str) and default is not None:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if kind in (int, float) \
+                else isinstance(value, kind)
+            if kind is int and isinstance(value, float):
+                ok = False
+            if not ok:
+                expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+                raise S.ConfigError(f"{file}: [train.model_kwargs] {key} = {value!r}: expected {expected}")
         if isinstance(value, float) and not math.isfinite(value):
             raise S.ConfigError(f"{file}: [train.model_kwargs] {key} = {value!r}: expected a finite number")
         if key in MODEL_KWARG_CHECKS:
