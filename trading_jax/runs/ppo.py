@@ -148,6 +148,21 @@ def check_env_kwargs(env_name: str, kwargs: Mapping[str, Any], file) -> None:
             raise S.ConfigError(f"{file}: [env.kwargs] {key} = {value!r}: expected a finite number >= 0 (a cost)")
 
 
+def _check_network(ppo, file) -> None:
+    """[ppo] network, network_preset and network_kwargs name a registered network and its fields."""
+    from trading_jax.models import available, create
+
+    models = available()
+    if ppo.network_name not in models:
+        S.check_keys({ppo.network: None}, models, file, "ppo")
+    if ppo.network_preset is not None and ppo.network_preset not in models[ppo.network_name]:
+        raise S.ConfigError(f"{file}: [ppo] network_preset = {ppo.network_preset!r}: network {ppo.network_name!r} has "
+                            f"presets {', '.join(models[ppo.network_name]) or '(none)'}")
+    module = create(ppo.network_name, ppo.network_preset, action_dim=1, discrete=True)
+    fields = {f.name for f in dataclasses.fields(type(module))} - {"parent", "name", "action_dim", "discrete"}
+    S.check_keys(dict(ppo.network_kwargs), fields, file, "ppo.network_kwargs")
+
+
 def load(raw: dict, file) -> PPOExperiment:
     """A `PPOExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
     from trading_jax.envs import available
@@ -179,6 +194,7 @@ def load(raw: dict, file) -> PPOExperiment:
         data = dataclasses.asdict(spec)
     ppo = S.build(PPOConfig, dict(raw.get("ppo", {})), file, "ppo", PPO_CHECKS, skip=("env", "env_kwargs"))
     ppo = ppo.replace(env=name, env_kwargs=dict(kwargs))
+    _check_network(ppo, file)
     try:
         ppo.validate()
     except ValueError as error:
@@ -189,6 +205,10 @@ def load(raw: dict, file) -> PPOExperiment:
         if baseline not in known:
             raise S.ConfigError(f"{file}: [evaluation] baselines: unknown baseline {baseline!r} for env {name!r}; "
                                 f"expected some of {', '.join(known)}")
+    for baseline in evaluation.baseline_kwargs:
+        if baseline not in evaluation.baselines:
+            raise S.ConfigError(f"{file}: [evaluation.baseline_kwargs.{baseline}]: {baseline!r} is not one of the "
+                                f"baselines {list(evaluation.baselines)}")
     if evaluation.reference is not None and evaluation.reference not in evaluation.baselines:
         raise S.ConfigError(f"{file}: [evaluation] reference = {evaluation.reference!r}: expected one of the "
                             f"baselines {list(evaluation.baselines)}")
@@ -313,12 +333,22 @@ def run(experiment: PPOExperiment, out_dir: str | Path, overwrite: bool = False,
         record = {k: v for k, v in dataclasses.asdict(experiment).items() if k not in ("seeds", "file")}
         if folder.claim(record, {"files": files, **{k: v for k, v in info.items() if k != "source"}}) == "resume":
             log.info("%s: resuming the run in %s", experiment.name, out)
-        trainer = make_trainer(config, env, train_params)
+        try:
+            trainer = make_trainer(config, env, train_params)
+        except TypeError as error:  # e.g. a [ppo] network_kwargs key the network does not take
+            raise S.ConfigError(f"{experiment.file}: [ppo] {error}") from None
         validation = _validation(experiment, config, env, val_params)
         val_name = f"val_{experiment.metric}"
         metric = _metric(experiment, eval_params)
         metric_name = experiment.metric
 
+        baselines = {}  # built before training, so a bad [evaluation.baseline_kwargs] fails now, not after it
+        for name in experiment.baselines:
+            kwargs = dict(experiment.baseline_kwargs.get(name, {}))
+            try:
+                baselines[name] = B.make_baseline(experiment.env, name, env, eval_params, **kwargs)
+            except (TypeError, ValueError) as error:
+                raise S.ConfigError(f"{experiment.file}: [evaluation.baseline_kwargs.{name}] {error}") from None
         per_seed, policies, failures = [], {}, []
         for seed in progress(experiment.seeds, total=len(experiment.seeds), desc=f"{experiment.name} seeds",
                              enabled=show_progress):
@@ -347,9 +377,7 @@ def run(experiment: PPOExperiment, out_dir: str | Path, overwrite: bool = False,
             else:
                 policies[f"ppo_seed_{seed}"] = as_policy(config, result, env, eval_params)  # greedy
 
-        for name in experiment.baselines:
-            kwargs = dict(experiment.baseline_kwargs.get(name, {}))
-            policies[name] = B.make_baseline(experiment.env, name, env, eval_params, **kwargs)
+        policies.update(baselines)
         n_actions = getattr(env.action_space(eval_params), "n", None)
         rows = compare(env, eval_params, policies, jax.random.key(experiment.eval_seed), experiment.episodes,
                        metrics=(metric,), reference=experiment.reference,
