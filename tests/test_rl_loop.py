@@ -139,6 +139,10 @@ def test_rl_experiment_files_name_unknown_keys_and_refuse_nonsense(tmp_path):
             "[ppo] gamma = 1.5: expected a number in (0, 1]",
         ("minibatch_size = 32", "minibatch_size = 32\nlr = nan"): "[ppo] lr = nan: expected a finite number > 0",
         ("num_envs = 8", 'num_envs = "8"'): "[ppo] num_envs = '8': expected an integer",
+        ('network_preset = "tiny"', 'network_preset = "tiny"\n[ppo.network_kwargs]\nhidden = 8'):
+            "[ppo.network_kwargs] unknown key 'hidden' (did you mean 'actor_hidden'?)",
+        ('reference = "twap"', 'reference = "twap"\n[evaluation.baseline_kwargs.vwap]\nx = 1'):
+            "[evaluation.baseline_kwargs.vwap]: 'vwap' is not one of the baselines ['immediate', 'twap']",
         ('name = "execution"', 'name = "executon"'):
             "[env] name = 'executon': expected one of execution, portfolio, trading",
     }
