@@ -32,6 +32,16 @@ def lanes(state, n):
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), state)
 
 
+def run_sequence(step, keys, state, sequence, params):
+    """Step the lanes through each batch of actions in turn: `(states, infos)` after each step."""
+    states, infos = [], []
+    for actions in sequence:
+        _, state, _, _, _, info = step(keys, state, actions, params)
+        states.append(state)
+        infos.append(info)
+    return states, infos
+
+
 def lane(tree, i):
     return jax.tree.map(lambda x: np.asarray(x)[i], tree)
 
@@ -107,11 +117,7 @@ def test_trading_nan_or_inf_keeps_units_and_cash_marks_the_position_and_matches_
     keys = jax.random.split(jax.random.key(1), 3)
     _, s0 = env.reset(jax.random.key(0), params)
     sequence = [f32([[0.3, -0.4]] * 3), f32([[NAN, 0.1], [0.2, INF], [-INF, -INF]]), f32([[0.5, 0.5]] * 3)]
-    state, states, infos = lanes(s0, 3), [], []
-    for actions in sequence:
-        _, state, _, _, _, info = step(keys, state, actions, params)
-        states.append(state)
-        infos.append(info)
+    states, infos = run_sequence(step, keys, lanes(s0, 3), sequence, params)
     before, after, info = states[0], states[1], infos[1]
     np.testing.assert_array_equal(after.units, before.units)
     np.testing.assert_array_equal(after.cash, before.cash)
@@ -167,11 +173,7 @@ def test_portfolio_nan_or_inf_keeps_cash_and_units_costs_nothing_and_matches_the
         valid = np.log(target) if action_mode == "softmax" else target
         sequence = [f32([valid] * 3), f32([[NAN, 0.1, 0.2, 0.3], [0.1, INF, 0.2, 0.3], [0.1, 0.2, -INF, INF]]),
                     f32([valid[::-1]] * 3)]
-        state, states, infos = lanes(s0, 3), [], []
-        for actions in sequence:
-            _, state, _, _, _, info = step(keys, state, actions, params)
-            states.append(state)
-            infos.append(info)
+        states, infos = run_sequence(step, keys, lanes(s0, 3), sequence, params)
         before, after, info = states[0], states[1], infos[1]
         np.testing.assert_array_equal(after.units, before.units)
         np.testing.assert_array_equal(after.cash, before.cash)
