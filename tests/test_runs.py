@@ -105,6 +105,10 @@ def test_a_classifier_whose_class_count_differs_from_the_labels_is_refused(tmp_p
                                           r"direction labels have 3 classes \(down, flat, up\); set n_classes = 3"):
         run_experiment(load_experiment(path), tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out" / "config.json").exists(), "a refused run does not claim the folder"
+    path = write(tmp_path, TINY.replace('task = "regression"', 'task = "classification"'))  # no n_classes at all
+    with pytest.raises(ConfigError, match=r"\[train\] task = 'classification': model 'tcn' has no 'logits' output as "
+                                          r"configured \(it gives prediction, sequence\); set n_classes = 3"):
+        run_experiment(load_experiment(path), tmp_path / "out", show_progress=False)
 
 
 # ------------------------------------------------------------------------------------- run folders

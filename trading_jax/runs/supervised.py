@@ -186,8 +186,12 @@ def _check_classes(experiment: SupervisedExperiment, model, x) -> None:
     shapes = jax.eval_shape(lambda k: model.init_with_output(k, jnp.asarray(x[:1]), train=False)[0],
                             jax.random.key(0))
     name = "logits" if task == "classification" else "direction_logits"
-    n = shapes[name].shape[-1] if name in shapes else None
-    if n is not None and n != 3:
+    if name not in shapes:
+        raise S.ConfigError(f"{experiment.file}: [train] task = {task!r}: model {experiment.train.model!r} has no "
+                            f"{name!r} output as configured (it gives {', '.join(sorted(shapes))}); set n_classes = 3 "
+                            "in [train.model_kwargs], or use a model with a classification head")
+    n = shapes[name].shape[-1]
+    if n != 3:
         raise S.ConfigError(f"{experiment.file}: [train.model_kwargs] n_classes = {n} does not match the labels: "
                             "direction labels have 3 classes (down, flat, up); set n_classes = 3")
 
