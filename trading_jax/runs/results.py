@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["cell", "write_results", "failed_reason_supervised", "FAILED"]
+__all__ = ["cell", "write_results", "FAILED"]
 
 FAILED = "FAILED"
 
@@ -37,26 +37,3 @@ def write_results(out: str | Path, report: Mapping[str, Any], markdown: str) -> 
         tmp = out / (name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, out / name)
-
-
-def failed_reason_supervised(history: Mapping[str, Any], batch_size: int) -> str | None:
-    """Why a supervised run failed, or None: validation loss NaN in every epoch run, or every step skipped.
-
-    Args:
-        history: `TrainResult.history` as NumPy/lists: "val_loss", "skipped_steps", "stopped", "pool"
-            (samples an epoch trained on: its active steps are `pool // batch_size`).
-        batch_size: the minibatch size.
-    """
-    import numpy as np
-
-    val = np.asarray(history["val_loss"], np.float64)
-    ran = ~np.asarray(history["stopped"], bool)
-    if not ran.any():
-        return "no epoch ran"
-    if not np.isfinite(val[ran]).any():
-        return "the validation loss was NaN or inf in every epoch"
-    skipped = int(np.asarray(history["skipped_steps"])[ran].sum())
-    steps = int((np.asarray(history["pool"])[ran] // int(batch_size)).sum())
-    if steps > 0 and skipped >= steps:
-        return f"every training step was skipped ({skipped} non-finite losses or gradients)"
-    return None

@@ -22,7 +22,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ import numpy as np
 from trading_jax.logging import get_logger
 from trading_jax.runs import schema as S
 from trading_jax.runs.folder import RunFolder, file_fingerprints
-from trading_jax.runs.results import FAILED, cell, failed_reason_supervised, write_results
+from trading_jax.runs.results import FAILED, cell, write_results
 from trading_jax.training.config import DTYPES, TASKS, TrainConfig
 from trading_jax.training.dataset import DataSpec, build_datasets
 
@@ -199,6 +199,27 @@ def _check_classes(experiment: SupervisedExperiment, model, x) -> None:
 # ------------------------------------------------------------------------------------------- run
 
 
+def failed_reason(history: Mapping[str, Any], batch_size: int) -> str | None:
+    """Why a supervised run failed, or None: validation loss NaN in every epoch run, or every step skipped.
+
+    Args:
+        history: `TrainResult.history` as NumPy/lists: "val_loss", "skipped_steps", "stopped", "pool"
+            (samples an epoch trained on: its active steps are `pool // batch_size`).
+        batch_size: the minibatch size.
+    """
+    val = np.asarray(history["val_loss"], np.float64)
+    ran = ~np.asarray(history["stopped"], bool)
+    if not ran.any():
+        return "no epoch ran"
+    if not np.isfinite(val[ran]).any():
+        return "the validation loss was NaN or inf in every epoch"
+    skipped = int(np.asarray(history["skipped_steps"])[ran].sum())
+    steps = int((np.asarray(history["pool"])[ran] // int(batch_size)).sum())
+    if steps > 0 and skipped >= steps:
+        return f"every training step was skipped ({skipped} non-finite losses or gradients)"
+    return None
+
+
 def _config_record(experiment: SupervisedExperiment) -> dict:
     record = dataclasses.asdict(experiment)
     record.pop("file")
@@ -271,7 +292,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
         per_seed = []
         for seed, result, seconds in _train_all(experiment, trainer, out, show_progress):
             history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
-            failure = failed_reason_supervised(history, cfg.batch_size)
+            failure = failed_reason(history, cfg.batch_size)
             test = None
             if failure is None:
                 test = evaluate(cfg.task, _predict(model, result.best_params, x_te), y_te, y_tr, x_te)
