@@ -225,3 +225,14 @@ def test_summarize_gives_a_hand_worked_student_t_interval_and_never_averages_a_n
     np.testing.assert_allclose([out["ci95_low"], out["ci95_high"]], [2 - 2.484138, 2 + 2.484138], rtol=1e-6)
     bad = summarize([1.0, float("nan"), 3.0])
     assert np.isnan(bad["mean"]) and bad["nonfinite"] == 1
+
+
+def test_a_run_fails_when_every_step_was_skipped_or_every_validation_loss_is_nan_and_not_otherwise():
+    from trading_jax.runs.supervised import failed_reason
+
+    ok = {"val_loss": [1.0, 0.9, 0.95], "skipped_steps": [0, 3, 0], "stopped": [False, False, True], "pool": [256] * 3}
+    assert failed_reason(ok, batch_size=64) is None
+    skipped = dict(ok, skipped_steps=[4, 4, 0])  # 2 epochs ran, 4 steps each, all skipped; the stopped one ignored
+    assert failed_reason(skipped, 64) == "every training step was skipped (8 non-finite losses or gradients)"
+    nan = dict(ok, val_loss=[float("nan"), float("inf"), 0.5])  # the finite value is from a stopped epoch
+    assert failed_reason(nan, 64) == "the validation loss was NaN or inf in every epoch"
