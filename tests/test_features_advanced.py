@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy.signal import lfilter
 
-from trading_jax.features import cross_asset, microstructure, spectral
+from trading_jax.features import cross_asset, microstructure, spectral, tails
 
 SQRT2 = math.sqrt(2.0)
 
@@ -484,8 +484,8 @@ def test_chunked_rolling_evaluation_equals_one_pass():
 
     with jax.enable_x64(True):
         x = jnp.asarray(returns)
-        one_pass = np.asarray(cross_asset._rolling_apply(tail, x, halo=window - 1, chunk=10**6))
-        chunked = np.asarray(cross_asset._rolling_apply(tail, x, halo=window - 1, chunk=50))
+        one_pass = np.asarray(tails.rolling_apply(tail, x, halo=window - 1, chunk=10**6))
+        chunked = np.asarray(tails.rolling_apply(tail, x, halo=window - 1, chunk=50))
     np.testing.assert_allclose(chunked, one_pass, rtol=0, atol=1e-14)
     want = pd.DataFrame(returns).rolling(window).corr().to_numpy().reshape(257, 3, 3)
     np.testing.assert_allclose(chunked, want, atol=1e-12)

@@ -30,15 +30,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from trading_jax.features.cross_asset import (
-    _as_float,
-    _centred,
-    _check_window,
-    _comoment,
-    _elementwise,
-    _pad_warmup,
-    _rolling_sum,
-)
+from trading_jax.features.rolling import as_float, check_window
+from trading_jax.features.tails import centred, comoment, elementwise, pad_warmup, rolling_sum_tail
 
 __all__ = [
     "spread_warmup",
@@ -54,7 +47,7 @@ __all__ = [
 
 
 def _flatten(*arrays):
-    arrays = [_as_float(a) for a in arrays]
+    arrays = [as_float(a) for a in arrays]
     shape = arrays[0].shape
     for a in arrays[1:]:
         if a.shape != shape:
@@ -69,7 +62,7 @@ def _trailing_mean(x, window: int, n_rows: int):
     """Mean of the last `window` rows of the tail `x`, padded to `n_rows` with the NaN warm-up."""
     if x.shape[0] < window:
         return jnp.full((n_rows,) + x.shape[1:], jnp.nan, x.dtype)
-    return _pad_warmup(_rolling_sum(x, window) / window, n_rows)
+    return pad_warmup(rolling_sum_tail(x, window) / window, n_rows)
 
 
 def spread_warmup(window: int) -> int:
@@ -93,7 +86,7 @@ def spread_warmup(window: int) -> int:
 
 def roll_spread_warmup(window: int) -> int:
     """First valid row of `roll_spread`: `window + 1` (`window` pairs of consecutive returns)."""
-    return _check_window(window, minimum=2) + 1
+    return check_window(window, minimum=2) + 1
 
 
 @functools.partial(jax.jit, static_argnames=("window",))
@@ -117,17 +110,17 @@ def roll_spread(close, window: int = 20):
     Returns:
         `[time, ...]` proportional spreads; NaN for `t < window + 1` (`roll_spread_warmup`).
     """
-    window = _check_window(window, minimum=2)
+    window = check_window(window, minimum=2)
     (x,), shape, dtype = _flatten(close)
     n_rows = x.shape[0]
     r = jnp.log(x[1:] / x[:-1])  # rows 1..T-1
     now, before = r[1:], r[:-1]  # pairs (r_t, r_{t-1}), rows 2..T-1
     if now.shape[0] < window:
         return jnp.full(shape, jnp.nan, dtype)
-    cov = _comoment(_centred(now, window), _centred(before, window), window, _elementwise)
+    cov = comoment(centred(now, window), centred(before, window), window, elementwise)
     cov = cov / (window - 1)
     spread = 2.0 * jnp.sqrt(jnp.maximum(-cov, 0.0))
-    return _pad_warmup(spread, n_rows).reshape(shape)
+    return pad_warmup(spread, n_rows).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,7 +130,7 @@ def roll_spread(close, window: int = 20):
 
 def corwin_schultz_warmup(window: int) -> int:
     """First valid row of `corwin_schultz_spread`: `window` (`window` two-bar estimates)."""
-    return _check_window(window)
+    return check_window(window)
 
 
 def _corwin_schultz_two_bar(high, low, close=None):
@@ -184,7 +177,7 @@ def corwin_schultz_spread(high, low, window: int = 20, *, close=None):
         `[time, ...]` proportional spreads `>= 0`; NaN for `t < window`
         (`corwin_schultz_warmup(window)`).
     """
-    window = _check_window(window)
+    window = check_window(window)
     arrays = (high, low) if close is None else (high, low, close)
     flat, shape, dtype = _flatten(*arrays)
     n_rows = flat[0].shape[0]
@@ -199,7 +192,7 @@ def corwin_schultz_spread(high, low, window: int = 20, *, close=None):
 
 def abdi_ranaldo_warmup(window: int) -> int:
     """First valid row of `abdi_ranaldo_spread`: `window` (`window` two-bar products)."""
-    return _check_window(window)
+    return check_window(window)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "two_day"))
@@ -227,7 +220,7 @@ def abdi_ranaldo_spread(high, low, close, window: int = 20, two_day: bool = Fals
         `[time, ...]` proportional spreads `>= 0`; NaN for `t < window`
         (`abdi_ranaldo_warmup(window)`).
     """
-    window = _check_window(window)
+    window = check_window(window)
     (h, l, c), shape, dtype = _flatten(high, low, close)
     n_rows = h.shape[0]
     c1 = c[:-1]
@@ -247,7 +240,7 @@ def abdi_ranaldo_spread(high, low, close, window: int = 20, two_day: bool = Fals
 
 def amihud_warmup(window: int) -> int:
     """First row of `amihud_illiquidity` that can be valid: `window` (`window` returns)."""
-    return _check_window(window)
+    return check_window(window)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "scale"))
@@ -277,7 +270,7 @@ def amihud_illiquidity(close, volume, window: int = 20, scale: float = 1e6):
         where the window holds no traded bar, and where it holds a NaN close or volume (a
         missing bar, as opposed to a bar with zero volume).
     """
-    window = _check_window(window)
+    window = check_window(window)
     (c, v), shape, dtype = _flatten(close, volume)
     n_rows = c.shape[0]
     r = jnp.log(c[1:] / c[:-1])  # rows 1..T-1
@@ -287,7 +280,7 @@ def amihud_illiquidity(close, volume, window: int = 20, scale: float = 1e6):
     ratio = jnp.where(jnp.isnan(v1), jnp.nan, ratio)  # unknown volume: a missing bar
     if r.shape[0] < window:
         return jnp.full(shape, jnp.nan, dtype)
-    total = _rolling_sum(ratio, window)
-    count = _rolling_sum(traded.astype(dtype), window)
+    total = rolling_sum_tail(ratio, window)
+    count = rolling_sum_tail(traded.astype(dtype), window)
     illiq = jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
-    return _pad_warmup(illiq, n_rows).reshape(shape)
+    return pad_warmup(illiq, n_rows).reshape(shape)

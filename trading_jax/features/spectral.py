@@ -14,7 +14,7 @@ Implementation. Windows are never gathered into `[time, window]` arrays (8 GB fo
 bars and a 128-bar window): every windowed quantity is a static-slice expression that XLA fuses
 into one loop, with intermediate statistics materialised where they are read at several lags.
 `rolling_hurst` and `rolling_fourier_features` run over row chunks of ~4M elements
-(`trading_jax.features.cross_asset._rolling_apply`), so their peak memory is the output plus
+(`trading_jax.features.tails.rolling_apply`), so their peak memory is the output plus
 ~0.3 GB whatever the length; `haar_wavelet_features` needs a few `[T, asset]` arrays.
 """
 
@@ -27,16 +27,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from trading_jax.features.cross_asset import (
-    _as_float,
-    _check_window,
-    _lagged,
-    _materialise,
-    _chunk_rows,
-    _pad_warmup,
-    _rolling_apply,
-    _window_sum,
-)
+from trading_jax.features.rolling import as_float, check_window, materialise
+from trading_jax.features.tails import chunk_rows, lagged, pad_warmup, rolling_apply, window_sum
 
 __all__ = [
     "hurst_sizes",
@@ -59,7 +51,7 @@ def _log_returns(close):
 
 
 def _flatten(close):
-    close = _as_float(close)
+    close = as_float(close)
     if close.ndim == 0:
         raise ValueError("close must be [time, ...]")
     return close.reshape(close.shape[0], -1), close.shape
@@ -75,7 +67,7 @@ def hurst_sizes(window: int, min_size: int = 8) -> tuple[int, ...]:
 
     Every size then has at least two blocks in the window. Needs `window >= 4 * min_size`.
     """
-    window = _check_window(window)
+    window = check_window(window)
     sizes = []
     n = min_size
     while n <= window // 2:
@@ -90,7 +82,7 @@ def hurst_sizes(window: int, min_size: int = 8) -> tuple[int, ...]:
 
 def hurst_warmup(window: int) -> int:
     """First valid row of `rolling_hurst`: `window` (a window of `window` returns ends there)."""
-    return _check_window(window)
+    return check_window(window)
 
 
 def anis_lloyd_expected_rs(n: int) -> float:
@@ -117,7 +109,7 @@ def _rescaled_range(r, n: int):
     One fused two-pass loop over `n` lagged copies; no cumulative sums over the series.
     """
     m_rows = r.shape[0] - n + 1
-    xs = [_lagged(r, n - 1 - i, m_rows) for i in range(n)]  # oldest .. newest
+    xs = [lagged(r, n - 1 - i, m_rows) for i in range(n)]  # oldest .. newest
     mean = sum(xs) / n
     y = xs[0] - mean
     y_max, y_min, ss = y, y, y * y
@@ -171,7 +163,7 @@ def rolling_hurst(close, window: int = 128, sizes: tuple[int, ...] | None = None
     Returns:
         `[time, ...]` Hurst exponents; NaN for `t < window` (`hurst_warmup(window)`).
     """
-    window = _check_window(window, minimum=8)
+    window = check_window(window, minimum=8)
     sizes = hurst_sizes(window) if sizes is None else tuple(sorted(set(int(n) for n in sizes)))
     if len(sizes) < 2 or sizes[0] < 4 or sizes[-1] > window:
         raise ValueError(f"sizes must hold >= 2 distinct ints in [4, window], got {sizes}")
@@ -179,7 +171,7 @@ def rolling_hurst(close, window: int = 128, sizes: tuple[int, ...] | None = None
     if x.shape[0] <= window:
         return jnp.full(shape, jnp.nan, x.dtype)
     tail = functools.partial(_hurst_tail, window=window, sizes=sizes, anis_lloyd=anis_lloyd)
-    hurst = _rolling_apply(tail, x, halo=window, chunk=_chunk_rows(x.shape[1]))
+    hurst = rolling_apply(tail, x, halo=window, chunk=chunk_rows(x.shape[1]))
     return hurst.reshape(shape)
 
 
@@ -191,10 +183,10 @@ def _hurst_tail(x, window: int, sizes: tuple[int, ...], anis_lloyd: bool):
     log_e = [math.log(anis_lloyd_expected_rs(n)) if anis_lloyd else 0.0 for n in sizes]
     ys, ws = [], []
     for n in sizes:
-        rs, valid = _materialise(*_rescaled_range(r, n))
+        rs, valid = materialise(*_rescaled_range(r, n))
         k = window // n
-        count = _window_sum(valid, k, m_out, stride=n)
-        total = _window_sum(rs, k, m_out, stride=n)
+        count = window_sum(valid, k, m_out, stride=n)
+        total = window_sum(rs, k, m_out, stride=n)
         has = count > 0
         mean_rs = jnp.where(has, total, 1.0) / jnp.maximum(count, 1.0)
         ys.append(jnp.where(has, jnp.log(mean_rs), 0.0))
@@ -231,7 +223,7 @@ class FourierFeatures(NamedTuple):
 
 def fourier_warmup(window: int) -> int:
     """First valid row of `rolling_fourier_features`: `window`."""
-    return _check_window(window)
+    return check_window(window)
 
 
 def _dft_split(window: int) -> tuple[int, int]:
@@ -266,13 +258,13 @@ def _sliding_dft(r, window: int, bins):
     """
     a, b = _dft_split(window)
     g_rows = r.shape[0] - a * (b - 1)
-    taps = [_lagged(r, a * (b - 1 - m), g_rows) for m in range(b)]
+    taps = [lagged(r, a * (b - 1 - m), g_rows) for m in range(b)]
     g = {}
     for c in range(b // 2 + 1):
         re = sum(_cos_sin(m * c, b)[0] * x for m, x in enumerate(taps))
         im = sum(-_cos_sin(m * c, b)[1] * x for m, x in enumerate(taps) if (2 * m * c) % b)
         g[c] = (re, im if not isinstance(im, int) else jnp.zeros_like(re))
-    flat = _materialise(*[part for c in sorted(g) for part in g[c]])
+    flat = materialise(*[part for c in sorted(g) for part in g[c]])
     g = {c: (flat[2 * i], flat[2 * i + 1]) for i, c in enumerate(sorted(g))}
     m_out = r.shape[0] - window + 1
     out = []
@@ -281,8 +273,8 @@ def _sliding_dft(r, window: int, bins):
         gr, gi, sign = (*g[c], 1.0) if c <= b // 2 else (*g[b - c], -1.0)
         xr, xi = 0.0, 0.0
         for p in range(a):
-            cr = _lagged(gr, a - 1 - p, m_out)
-            ci = sign * _lagged(gi, a - 1 - p, m_out)
+            cr = lagged(gr, a - 1 - p, m_out)
+            ci = sign * lagged(gi, a - 1 - p, m_out)
             cos, sin = _cos_sin(p * k, window)
             # (cr + i ci)(cos - i sin)
             xr = xr + cos * cr + sin * ci
@@ -313,8 +305,8 @@ def rolling_fourier_features(close, window: int = 64, n_freqs: int = 8):
         largest amplitude (ties resolve to the lowest frequency), 0 when all amplitudes are zero
         (a flat window). Both are NaN for `t < window` (`fourier_warmup(window)`).
     """
-    window = _check_window(window, minimum=4)
-    n_freqs = _check_window(n_freqs, "n_freqs")
+    window = check_window(window, minimum=4)
+    n_freqs = check_window(n_freqs, "n_freqs")
     if n_freqs > window // 2:
         raise ValueError(f"n_freqs must be <= window // 2 = {window // 2}, got {n_freqs}")
     x, shape = _flatten(close)
@@ -322,7 +314,7 @@ def rolling_fourier_features(close, window: int = 64, n_freqs: int = 8):
         nan = jnp.full(shape, jnp.nan, x.dtype)
         return FourierFeatures(jnp.full(shape + (n_freqs,), jnp.nan, x.dtype), nan)
     tail = functools.partial(_fourier_tail, window=window, n_freqs=n_freqs)
-    amplitudes, dominant = _rolling_apply(tail, x, halo=window, chunk=_chunk_rows(x.shape[1]))
+    amplitudes, dominant = rolling_apply(tail, x, halo=window, chunk=chunk_rows(x.shape[1]))
     return FourierFeatures(amplitudes.reshape(shape + (n_freqs,)), dominant.reshape(shape))
 
 
@@ -368,7 +360,7 @@ def haar_warmup(levels: int, level: int | None = None) -> int:
     `level=j` gives that detail's own warm-up `2^j - 1`; the default is the row from which every
     output (all details and the approximation) is valid, `2^levels - 1`.
     """
-    levels = _check_window(levels, "levels")
+    levels = check_window(levels, "levels")
     if level is None:
         return 2**levels - 1
     if not 1 <= level <= levels:
@@ -412,7 +404,7 @@ def haar_wavelet_features(close, levels: int = 3):
         `HaarFeatures(details [time, ..., levels], approximation [time, ...])`. Detail `j` is NaN
         for `t < 2^j - 1` and the approximation for `t < 2^L - 1` (`haar_warmup(levels, level)`).
     """
-    levels = _check_window(levels, "levels")
+    levels = check_window(levels, "levels")
     x, shape = _flatten(close)
     n_rows = x.shape[0]
     r = _log_returns(x)  # rows 1..T-1
@@ -424,15 +416,15 @@ def haar_wavelet_features(close, levels: int = 3):
         if m <= 0:
             details.append(jnp.full(x.shape, jnp.nan, x.dtype))
             continue
-        d = sum((min(l + 1, 2 * h - 1 - l) / h) * _lagged(r, l, m) for l in range(span))
-        details.append(_pad_warmup(d, n_rows))
+        d = sum((min(l + 1, 2 * h - 1 - l) / h) * lagged(r, l, m) for l in range(span))
+        details.append(pad_warmup(d, n_rows))
     n = 2**levels
     m = r.shape[0] - (n - 1) + 1
     if m <= 0:
         approx = jnp.full(x.shape, jnp.nan, x.dtype)
     else:
         p = jnp.log(x)
-        approx = _lagged(p, 0, m) - sum(((n - 1 - l) / n) * _lagged(r, l, m) for l in range(n - 1))
-        approx = _pad_warmup(approx, n_rows)
+        approx = lagged(p, 0, m) - sum(((n - 1 - l) / n) * lagged(r, l, m) for l in range(n - 1))
+        approx = pad_warmup(approx, n_rows)
     details = jnp.stack(details, axis=-1).reshape(shape + (levels,))
     return HaarFeatures(details, approx.reshape(shape))

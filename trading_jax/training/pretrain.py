@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import optax
 
 from trading_jax.training.config import TrainConfig
-from trading_jax.training.train import (
-    _cast, _compute_dtype, _constrain, _epoch_indices, _prepare_batches, _select, check_finite, make_optimizer,
+from trading_jax.training.steps import (
+    cast_floating, compute_dtype, constrain, epoch_indices, prepare_batches, select_tree,
 )
+from trading_jax.training.train import check_finite, make_optimizer
 
 
 class PretrainResult(NamedTuple):
@@ -79,39 +80,39 @@ def make_pretrain(config: TrainConfig, x, mesh=None, data_parallel: bool = False
     """
     check_finite("x", x)
     n, time, features = x.shape
-    steps, mesh, batch_sharding, replicated, x = _prepare_batches(config, n, "n", x, mesh, data_parallel)
+    steps, mesh, batch_sharding, replicated, x = prepare_batches(config, n, "n", x, mesh, data_parallel)
     net = Reconstructor(config.build_model(), features)
-    dtype = _compute_dtype(config)
+    dtype = compute_dtype(config)
     tx = make_optimizer(config, config.epochs * steps)
     ratio, batch = config.pretrain_mask_ratio, config.batch_size
 
     def loss_fn(params, xb, mask, key):
         masked = jnp.where(mask[..., None], 0.0, xb)
-        recon = net.apply({"params": _cast(params, dtype)}, masked.astype(dtype), train=True, rngs={"dropout": key})
+        recon = net.apply({"params": cast_floating(params, dtype)}, masked.astype(dtype), train=True, rngs={"dropout": key})
         return masked_mse(recon, xb, mask)
 
     def _pretrain(key, x):
         k_init, k_drop, k_epochs = jax.random.split(key, 3)
         params = net.init({"params": k_init, "dropout": k_drop}, x[:1], train=False)["params"]
-        params = _constrain(params, replicated)
+        params = constrain(params, replicated)
         opt_state = tx.init(params)
 
         def step(carry, xs):
             params, opt_state = carry
             idx, key = xs
-            xb = _constrain(x[idx], batch_sharding)
+            xb = constrain(x[idx], batch_sharding)
             k_mask, k_drop = jax.random.split(key)
-            mask = _constrain(random_time_mask(k_mask, batch, time, ratio), batch_sharding)
+            mask = constrain(random_time_mask(k_mask, batch, time, ratio), batch_sharding)
             loss, grads = jax.value_and_grad(loss_fn)(params, xb, mask, k_drop)
             updates, new_opt_state = tx.update(grads, opt_state, params)
             ok = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-            params = _constrain(_select(ok, optax.apply_updates(params, updates), params), replicated)
-            opt_state = _select(ok, new_opt_state, opt_state)
+            params = constrain(select_tree(ok, optax.apply_updates(params, updates), params), replicated)
+            opt_state = select_tree(ok, new_opt_state, opt_state)
             return (params, opt_state), (loss, ok)
 
         def epoch(carry, key):
             k_perm, k_steps = jax.random.split(key)
-            idx = _epoch_indices(k_perm, n, steps, batch)
+            idx = epoch_indices(k_perm, n, steps, batch)
             carry, (losses, ok) = jax.lax.scan(step, carry, (idx, jax.random.split(k_steps, steps)))
             n_ok = jnp.sum(ok)
             mean = jnp.where(n_ok > 0, jnp.sum(jnp.where(ok, losses, 0.0)) / jnp.maximum(n_ok, 1), jnp.nan)

@@ -36,11 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from trading_jax import parallel
 from trading_jax.loop import FunctionTrainer
 from trading_jax.training import augment, curriculum
 from trading_jax.training.config import Dataset, TrainConfig
 from trading_jax.training.losses import task_loss
+from trading_jax.training.steps import (
+    cast_floating, compute_dtype, constrain, epoch_indices, prepare_batches, select_tree,
+)
 
 
 class TrainResult(NamedTuple):
@@ -252,56 +254,16 @@ def _check_data(data: Dataset) -> None:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _select(pred, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
-def _compute_dtype(config: TrainConfig):
-    return jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
-
-
 def _apply_fn(model, config: TrainConfig):
     """`apply(params, x, train, key) -> outputs` computing in `config.compute_dtype`, outputs float32."""
-    dtype = _compute_dtype(config)
+    dtype = compute_dtype(config)
 
     def apply(params, x, train: bool, key=None):
         rngs = {"dropout": key} if train else {}
-        out = model.apply({"params": _cast(params, dtype)}, x.astype(dtype), train=train, rngs=rngs)
-        return _cast(out, jnp.float32)
+        out = model.apply({"params": cast_floating(params, dtype)}, x.astype(dtype), train=train, rngs=rngs)
+        return cast_floating(out, jnp.float32)
 
     return apply
-
-
-def _prepare_batches(config: TrainConfig, n: int, what: str, data, mesh, data_parallel: bool):
-    """Minibatches per epoch, the mesh (built when `data_parallel`), the batch and replicated
-    shardings, and `data` replicated over the mesh. Raises if `n` samples do not fill one minibatch."""
-    steps = n // config.batch_size
-    if steps == 0:
-        raise ValueError(f"{what}={n} is smaller than batch_size={config.batch_size}: no full minibatch")
-    if data_parallel and mesh is None:
-        mesh = parallel.make_mesh()
-    parallel.check_divisible(mesh, batch_size=config.batch_size)
-    batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated_sharding(mesh)
-    if replicated is not None:
-        data = jax.device_put(data, replicated)
-    return steps, mesh, batch_sharding, replicated, data
-
-
-def _constrain(tree, sharding):
-    return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
-
-
-def _epoch_indices(key, n: int, steps: int, batch: int, order=None, pool=None):
-    """`[steps, batch]` minibatch indices of one epoch (remainder dropped); curriculum when `order` given."""
-    if order is None:
-        perm = jax.random.permutation(key, n)
-    else:
-        perm = curriculum.curriculum_permutation(key, order, pool)
-    return perm[: steps * batch].reshape(steps, batch)
 
 
 # -------------------------------------------------------------------------------- make_trainer
@@ -332,7 +294,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
     """
     _check_data(data)
     n_train = int(jax.tree.leaves(data.x_train)[0].shape[0])
-    steps, mesh, batch_sharding, replicated, data = _prepare_batches(config, n_train, "n_train", data, mesh, data_parallel)
+    steps, mesh, batch_sharding, replicated, data = prepare_batches(config, n_train, "n_train", data, mesh, data_parallel)
 
     model = config.build_model()
     apply = _apply_fn(model, config)
@@ -385,7 +347,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
             params = model.init({"params": k_init, "dropout": k_drop}, x0, train=False)["params"]
         else:
             params = init_params
-        params = _constrain(params, replicated)
+        params = constrain(params, replicated)
         history = {"train_loss": jnp.full((epochs,), jnp.nan, jnp.float32),
                    "val_loss": jnp.full((epochs,), jnp.nan, jnp.float32),
                    "skipped_steps": jnp.zeros((epochs,), jnp.int32),
@@ -414,8 +376,8 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         def step(carry, xs):
             params, opt_state = carry
             idx, key, active = xs
-            x = _constrain(data.x_train[idx], batch_sharding)
-            y = _constrain(jax.tree.map(lambda a: a[idx], data.y_train), batch_sharding)
+            x = constrain(data.x_train[idx], batch_sharding)
+            y = constrain(jax.tree.map(lambda a: a[idx], data.y_train), batch_sharding)
             y = prepare_targets(y, n_classes)
             k_noise, k_mix, k_loss = jax.random.split(key, 3)
             if config.noise_std > 0:
@@ -427,8 +389,8 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
             new_params = optax.apply_updates(params, updates)
             finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
             do = active & finite
-            params = _constrain(_select(do, new_params, params), replicated)
-            opt_state = _select(do, new_opt_state, opt_state)
+            params = constrain(select_tree(do, new_params, params), replicated)
+            opt_state = select_tree(do, new_opt_state, opt_state)
             return (params, opt_state), (loss, do, active & ~finite)
 
         def epoch(state: TrainState, _):
@@ -439,10 +401,10 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
             k_perm, k_steps = jax.random.split(key)
             if order is None:
                 pool = jnp.asarray(n_train, jnp.int32)
-                idx = _epoch_indices(k_perm, n_train, steps, batch)
+                idx = epoch_indices(k_perm, n_train, steps, batch)
             else:
                 pool = curriculum.pool_size(e, n_train, epochs, config.curriculum_start, config.curriculum_ramp)
-                idx = _epoch_indices(k_perm, n_train, steps, batch, order, pool)
+                idx = epoch_indices(k_perm, n_train, steps, batch, order, pool)
             n_active = jnp.maximum(1, pool // batch)
             active = (jnp.arange(steps) < n_active) & ~stopping.stopped & in_range
             (params, opt_state), (losses, done, skipped) = jax.lax.scan(
@@ -453,8 +415,8 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
             v = val_loss(params, data, hp)
             was_stopped = stopping.stopped
             new_stopping, improved = early_stopping_update(stopping, e, v, config.patience)
-            best_params = _select(improved & in_range, params, best_params)
-            stopping = _select(in_range, new_stopping, stopping)
+            best_params = select_tree(improved & in_range, params, best_params)
+            stopping = select_tree(in_range, new_stopping, stopping)
             record = {"train_loss": train_loss, "val_loss": v, "skipped_steps": jnp.sum(skipped).astype(jnp.int32),
                       "stopped": was_stopped, "pool": jnp.where(was_stopped, 0, jnp.minimum(pool, n_active * batch))}
             # out of range: the index `epochs` is dropped by the scatter, so the history is untouched
