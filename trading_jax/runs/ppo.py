@@ -213,8 +213,7 @@ def load(raw: dict, file) -> PPOExperiment:
         raise S.ConfigError(f"{file}: [evaluation] reference = {evaluation.reference!r}: expected one of the "
                             f"baselines {list(evaluation.baselines)}")
     top = S.build(_Top, {k: raw[k] for k in ("name", "seeds") if k in raw}, file, "")
-    if not top.seeds or len(set(top.seeds)) != len(top.seeds):
-        raise S.ConfigError(f"{file}: seeds = {list(top.seeds)}: expected one or more distinct seeds")
+    S.check_seeds(top.seeds, file)
     return PPOExperiment(name=top.name or Path(str(file)).stem, env=name, env_kwargs=dict(kwargs), ppo=ppo,
                          seeds=top.seeds, data=data, file=str(file), **dataclasses.asdict(evaluation))
 

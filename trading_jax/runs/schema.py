@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["ConfigError", "read_toml", "check_keys", "build", "Check", "finite", "positive", "non_negative",
-           "in_interval", "at_least", "one_of", "probability"]
+           "in_interval", "at_least", "one_of", "probability", "check_seeds"]
 
 
 class ConfigError(ValueError):
@@ -94,6 +94,12 @@ def in_interval(low: float, high: float, low_open: bool = False, high_open: bool
 
 def at_least(n: int) -> Check:
     return lambda x: None if isinstance(x, int) and x >= n else f"expected an integer >= {n}"
+
+
+def check_seeds(seeds, file) -> None:
+    """Every experiment repeats over one or more distinct seeds."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{file}: seeds = {list(seeds)}: expected one or more distinct seeds")
 
 
 def one_of(*choices) -> Check:

@@ -164,8 +164,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
     top = {k: raw[k] for k in ("name", "seeds", "vmap_seeds") if k in raw}
     top.setdefault("name", Path(str(file)).stem)
     top = S.build(_Top, {**top, **checkpoint}, file, "", {"keep_best": S.at_least(1), "every_epochs": S.at_least(1)})
-    if not top.seeds or len(set(top.seeds)) != len(top.seeds):
-        raise S.ConfigError(f"{file}: seeds = {list(top.seeds)}: expected one or more distinct seeds")
+    S.check_seeds(top.seeds, file)
     return SupervisedExperiment(data=data, train=config, file=str(file), **dataclasses.asdict(top))
 
 
