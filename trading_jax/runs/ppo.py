@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from trading_jax.logging import get_logger, progress

@@ -331,7 +331,7 @@ def results_table(experiment: SupervisedExperiment, info: dict, summary: dict, f
         lines += [f"**{FAILED}**: " + "; ".join(f"seed {s['seed']}: {s['failed']}" for s in failures)
                   + ". The failed seeds are left out of every row below; do not read them as results.", ""]
     if not summary:
-        return "\n".join(lines + [f"| predictor | result |", "| --- | --- |", f"| model | {FAILED} |"]) + "\n"
+        return "\n".join(lines + ["| predictor | result |", "| --- | --- |", f"| model | {FAILED} |"]) + "\n"
     metrics = sorted({m for row in summary.values() for m in row})
     lines += ["| predictor | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
     for name, row in summary.items():
