@@ -92,6 +92,12 @@ def test_no_kept_label_reads_a_filled_bar_and_samples_clear_of_it_are_kept(tmp_p
 
     full_t = per_asset_times(full_splits["train"][2])
     gap_t = per_asset_times(gap_splits["train"][2])
+    # the asset index names each sample's asset: asset a's samples are the a-th increasing run
+    for splits, runs in ((full_splits, full_t), (gap_splits, gap_t)):
+        asset = splits["train"].asset
+        assert asset.dtype == np.int32 and (np.diff(asset) >= 0).all()
+        for a in range(2):
+            np.testing.assert_array_equal(splits["train"].t[asset == a], runs[a])
     # every kept training label, bars t .. t + reach, lies inside the training split
     assert all((t + reach < train_stop).all() and t.max() + reach == train_stop - 1 for t in full_t + gap_t)
     # the fully observed asset is untouched

@@ -275,7 +275,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
         spec = experiment.data
         files = [] if spec.source == "synthetic" else file_fingerprints([spec.source])
         splits, info = build_datasets(spec, cfg.task)
-        (x_tr, y_tr, _), (x_va, y_va, _), (x_te, y_te, _) = splits["train"], splits["val"], splits["test"]
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (splits[k][:2] for k in ("train", "val", "test"))
         model = cfg.build_model()
         _check_classes(experiment, model, x_tr)
         state = folder.claim(_config_record(experiment), {"files": files, "source": info["source"],

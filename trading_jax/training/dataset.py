@@ -11,12 +11,30 @@ training split's std; that scale and the normaliser's statistics are returned in
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DataSpec", "load_panel", "make_labels", "label_reach", "labels_observed", "build_datasets"]
+__all__ = ["DataSpec", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed", "build_datasets"]
+
+
+class Samples(NamedTuple):
+    """The samples of one split, pooled over assets (asset 0's in time order, then asset 1's, ...).
+
+    Attributes:
+        x: `[n, window, F]` float32 normalised feature windows (the window ends at bar `t`).
+        y: targets `[n]` (a dict of `[n]` for multitask).
+        t: `[n]` int decision bar of each sample (its label reads bars t+1 .. t+reach).
+        asset: `[n]` int32 index of the sample's asset in `info["symbols"]` (tasks of one asset each,
+            per-asset evaluation).
+    """
+
+    x: np.ndarray
+    y: Any
+    t: np.ndarray
+    asset: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +134,7 @@ def build_datasets(spec: DataSpec, task: str):
     """Windows and labels of the train, val and test splits, pooled over assets.
 
     Returns:
-        `(splits, info)`: `splits[name] = (X [n, window, F], y, t [n])` for train/val/test, and
+        `(splits, info)`: `splits[name] = Samples(x [n, window, F], y, t [n], asset [n])` for train/val/test, and
         `info` with the feature names, split ranges, embargo, target scale (regression targets are
         divided by it), the normaliser's per-feature "mean" and "std" (fitted on the training rows
         only; lists of floats) and the sample counts.
@@ -150,14 +168,15 @@ def build_datasets(spec: DataSpec, task: str):
         x = np.concatenate([np.asarray(p[0]) for p in parts])
         y = jax.tree.map(lambda *vs: np.concatenate([np.asarray(v) for v in vs]), *[p[1] for p in parts])
         t = np.concatenate([p[2] for p in parts])
+        asset = np.concatenate([np.full(len(p[2]), a, np.int32) for a, p in enumerate(parts)])
         if len(x) == 0:
             raise ValueError(f"the {name} split of {source} has no sample: use more bars, a shorter window or horizon")
-        splits[name] = (x, y, t)
+        splits[name] = Samples(x, y, t, asset)
 
     scale = 1.0
     if task == "regression":  # returns are ~1e-3: scale by the training std (fitted on train only)
         scale = float(np.std(splits["train"][1])) or 1.0
-        splits = {k: (x, y / scale, t) for k, (x, y, t) in splits.items()}
+        splits = {k: v._replace(y=v.y / scale) for k, v in splits.items()}
     info = {"source": source, "symbols": list(symbols), "features": list(pipeline.names(len(symbols))),
             "split": {k: [getattr(split, k).start, getattr(split, k).stop] for k in ("train", "val", "test")},
             "embargo": embargo, "target_scale": scale,
