@@ -82,26 +82,26 @@ def _model_kwargs(table) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
 
 
-def _check_model(train: dict, file) -> None:
-    """The model name, preset and keyword arguments, checked by building the module (no params yet)."""
+def check_model(train: dict, file, where: str = "train") -> None:
+    """The model name, preset and keyword arguments of table `[where]`, checked by building the module (no params yet)."""
     from trading_jax.models import available, create
 
     models = available()
     model = train.get("model")
     if not isinstance(model, str):
-        raise S.ConfigError(f"{file}: [train] needs model = one of {', '.join(sorted(models))}")
+        raise S.ConfigError(f"{file}: [{where}] needs model = one of {', '.join(sorted(models))}")
     if model not in models:
-        S.check_keys({model: None}, models, file, "train")  # raises with a did-you-mean
+        S.check_keys({model: None}, models, file, where)  # raises with a did-you-mean
     preset = train.get("preset")
     if preset is not None and preset not in models[model]:
-        raise S.ConfigError(f"{file}: [train] preset = {preset!r}: model {model!r} has presets "
+        raise S.ConfigError(f"{file}: [{where}] preset = {preset!r}: model {model!r} has presets "
                             f"{', '.join(models[model]) or '(none)'}")
     kwargs = train.get("model_kwargs", {})
     if not isinstance(kwargs, dict):
-        raise S.ConfigError(f"{file}: [train] model_kwargs must be a table ([train.model_kwargs])")
+        raise S.ConfigError(f"{file}: [{where}] model_kwargs must be a table ([{where}.model_kwargs])")
     module = create(model, preset=preset)
     fields = {f.name: f for f in dataclasses.fields(type(module)) if f.name not in ("parent", "name")}
-    S.check_keys(kwargs, fields, file, "train.model_kwargs")
+    S.check_keys(kwargs, fields, file, f"{where}.model_kwargs")
     for key, value in kwargs.items():
         default = getattr(module, key)
         kind = type(default)
@@ -112,17 +112,17 @@ def _check_model(train: dict, file) -> None:
                 ok = False
             if not ok:
                 expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
-                raise S.ConfigError(f"{file}: [train.model_kwargs] {key} = {value!r}: expected {expected}")
+                raise S.ConfigError(f"{file}: [{where}.model_kwargs] {key} = {value!r}: expected {expected}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise S.ConfigError(f"{file}: [train.model_kwargs] {key} = {value!r}: expected a finite number")
+            raise S.ConfigError(f"{file}: [{where}.model_kwargs] {key} = {value!r}: expected a finite number")
         if key in MODEL_KWARG_CHECKS:
             problem = MODEL_KWARG_CHECKS[key](value)
             if problem:
-                raise S.ConfigError(f"{file}: [train.model_kwargs] {key} = {value!r}: {problem}")
+                raise S.ConfigError(f"{file}: [{where}.model_kwargs] {key} = {value!r}: {problem}")
     try:
         create(model, preset=preset, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
     except (TypeError, ValueError, KeyError) as error:
-        raise S.ConfigError(f"{file}: [train.model_kwargs] {str(error).strip(chr(39))}") from None
+        raise S.ConfigError(f"{file}: [{where}.model_kwargs] {str(error).strip(chr(39))}") from None
 
 
 def _multitask_weights(table) -> tuple:
@@ -143,7 +143,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
         if table in raw and not isinstance(raw[table], dict):
             raise S.ConfigError(f"{file}: {table} must be a table ([{table}])")
     train = dict(raw.get("train", {}))
-    _check_model(train, file)
+    check_model(train, file)
     train.setdefault("model_kwargs", {})
     config = S.build(TrainConfig, train, file, "train", TRAIN_CHECKS,
                      convert={"model_kwargs": _model_kwargs, "multitask_weights": _multitask_weights})
@@ -177,21 +177,21 @@ class _Top:
     every_epochs: int = 1
 
 
-def _check_classes(experiment: SupervisedExperiment, model, x) -> None:
+def check_classes(file, cfg: TrainConfig, model, x) -> None:
     """Refuse a model whose class count differs from the labels' (direction labels: down, flat, up)."""
-    task = experiment.train.task
+    task = cfg.task
     if task == "regression":
         return
     shapes = jax.eval_shape(lambda k: model.init_with_output(k, jnp.asarray(x[:1]), train=False)[0],
                             jax.random.key(0))
     name = "logits" if task == "classification" else "direction_logits"
     if name not in shapes:
-        raise S.ConfigError(f"{experiment.file}: [train] task = {task!r}: model {experiment.train.model!r} has no "
+        raise S.ConfigError(f"{file}: [train] task = {task!r}: model {cfg.model!r} has no "
                             f"{name!r} output as configured (it gives {', '.join(sorted(shapes))}); set n_classes = 3 "
                             "in [train.model_kwargs], or use a model with a classification head")
     n = shapes[name].shape[-1]
     if n != 3:
-        raise S.ConfigError(f"{experiment.file}: [train.model_kwargs] n_classes = {n} does not match the labels: "
+        raise S.ConfigError(f"{file}: [train.model_kwargs] n_classes = {n} does not match the labels: "
                             "direction labels have 3 classes (down, flat, up); set n_classes = 3")
 
 
@@ -277,7 +277,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
         splits, info = build_datasets(spec, cfg.task)
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (splits[k][:2] for k in ("train", "val", "test"))
         model = cfg.build_model()
-        _check_classes(experiment, model, x_tr)
+        check_classes(experiment.file, cfg, model, x_tr)
         state = folder.claim(_config_record(experiment), {"files": files, "source": info["source"],
                                                           "symbols": info["symbols"], "split": info["split"],
                                                           "samples": info["samples"]})
