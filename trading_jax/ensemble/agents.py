@@ -1,0 +1,367 @@
+"""An ensemble of RL agents: K PPO members trained in one vmapped call, combined by Thompson sampling
+over their recent episode returns, or by FinRL's rule (the single member with the best validation Sharpe).
+
+    members = train_agents(config, key, n_agents=4)                     # PPOResult, leaves [4, ...]
+    policy_fn = ppo_policy_fn(config, env, env_params)                  # member params -> policy
+    out = evaluate_ensemble(env, env_params, members, policy_fn, key, n_episodes=200, discount=0.95)
+    out.returns, out.arms                                               # [200], [200]
+    table = compare_agents(env, env_params, members, policy_fn, test_key, 200,
+                           val_key=val_key, n_val_episodes=50, val_env_params=val_params)
+
+**Members** are any pytree whose leaves have a leading member axis `[K, ...]` (a PPO population's
+`PPOResult`, a `PolicyParams`, or stand-ins), and `policy_fn(member) -> policy` turns ONE member's
+params (the leaves indexed `a[k]`, possibly traced) into a policy for one environment as
+`trading_jax.rl.evaluation` runs them: `policy(obs, state, key, env_params) -> action` or a
+`RecurrentPolicy`. `policy_fn` must be hashable (a function is): it is a static argument of the
+compiled programs, so keep one `policy_fn` per setting to reuse the compilation.
+
+**Thompson ensemble** (`evaluate_ensemble`). Each episode is one decision, and the episodes run in
+sequence as one jitted `lax.scan`: draw each member's mean return from its Normal-Inverse-Gamma
+posterior (`trading_jax.ensemble.thompson`), pick the member with the largest draw, gather its params
+(`jax.tree.map(lambda a: a[arm], members)`: one policy is compiled, not K), run it for one episode
+(`trading_jax.rl.evaluation.rollout`), and update that member's posterior with the episode's total
+reward. With `discount < 1` old episodes are forgotten, so the choice follows a change of regime.
+The first `initial_pulls` rounds play the members in turn (each member gets `initial_pulls` episodes
+before any sampling), so the posterior of every member starts from its own returns rather than from a
+prior on the wrong scale. The posteriors see `return / reward_scale`: the default prior suits returns of
+order 1, so pass the returns' typical spread as `reward_scale` (`compare_agents` uses the std of the
+validation returns).
+
+**Paired episodes.** Episode i of a run with `key` uses the env key `episode_keys(key, n)[0][i]` (its
+reset, market noise and policy noise), whoever acts: `member_returns` runs every member on those same
+episodes, so the ensemble's return on episode i, the member it chose, and every other member's return
+on episode i can be compared pair by pair (common random numbers; see `rl.evaluation`).
+
+**FinRL's rule** (`pick_by_sharpe`): run every member on validation episodes, keep the member with the
+largest Sharpe ratio of its episode returns (mean / sample std, ddof 1, not annualised), and trade
+with it alone on the test episodes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from trading_jax.ensemble import thompson
+from trading_jax.evaluation.stats import paired_difference, summarize
+from trading_jax.rl.evaluation import default_max_steps, rollout
+
+Array = jax.Array
+
+__all__ = [
+    "EnsembleResult",
+    "train_agents",
+    "ppo_policy_fn",
+    "n_members",
+    "member",
+    "episode_keys",
+    "member_returns",
+    "evaluate_ensemble",
+    "thompson_state_from_returns",
+    "sharpe_ratios",
+    "pick_by_sharpe",
+    "compare_agents",
+    "summarize_comparison",
+]
+
+
+class EnsembleResult(NamedTuple):
+    """What `evaluate_ensemble` returns (leading axis: episodes, in the order played).
+
+    Attributes:
+        returns: `[n]` float32, total reward of each episode (of the member that played it).
+        arms: `[n]` int32, the member chosen for each episode.
+        lengths: `[n]` int32, steps of each episode.
+        done: `[n]` bool, whether each episode ended within `max_steps`.
+        state: the final `thompson.ThompsonState` (`[K]` posteriors).
+    """
+
+    returns: Array
+    arms: Array
+    lengths: Array
+    done: Array
+    state: thompson.ThompsonState
+
+
+# ----------------------------------------------------------------------------------- members
+
+
+def train_agents(config, key: Array, n_agents: int | None = None, hparams=None, env=None, env_params=None):
+    """Train K PPO agents in ONE vmapped compilation: `make_trainer(config).population(K).train(keys)`.
+
+    Args:
+        config: a `trading_jax.rl.ppo.PPOConfig`.
+        key: PRNG key, split into the K members' keys.
+        n_agents: K (seeds of one setting); may be left out when `hparams` is given.
+        hparams: optional `PPOHyperparams` with `[K]` leaves (`ppo.hyperparam_grid`): one setting per member.
+        env, env_params: as `ppo.make_trainer`.
+
+    Returns:
+        A `PPOResult` whose leaves have a leading `[K]` member axis.
+    """
+    from trading_jax.rl import ppo
+
+    if hparams is not None:
+        k = int(jax.tree.leaves(hparams)[0].shape[0])
+        if n_agents is not None and int(n_agents) != k:
+            raise ValueError(f"n_agents={n_agents} but hparams hold {k} settings")
+    elif n_agents is None:
+        raise ValueError("give n_agents or a hyperparameter grid")
+    else:
+        k = int(n_agents)
+    trainer = ppo.make_trainer(config, env, env_params).population(k)
+    return trainer.train(jax.random.split(key, k), hparams)
+
+
+def ppo_policy_fn(config, env=None, env_params=None, deterministic: bool = True) -> Callable:
+    """`policy_fn(member) -> policy` for PPO members (anything with `.params` and `.obs_norm`):
+    `trading_jax.rl.ppo.as_policy` of the member. Build it once and reuse it (it keys the compilation)."""
+    from trading_jax.rl import ppo
+
+    def policy_fn(one):
+        return ppo.as_policy(config, ppo.PolicyParams(one.params, one.obs_norm), env, env_params, deterministic)
+
+    return policy_fn
+
+
+def n_members(members) -> int:
+    """K, the leading axis of every leaf of `members`."""
+    leaves = jax.tree.leaves(members)
+    if not leaves:
+        raise ValueError("members has no array leaves")
+    sizes = {int(jnp.shape(a)[0]) if jnp.ndim(a) else -1 for a in leaves}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(f"every leaf of members needs the same leading member axis; got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def member(members, index):
+    """Member `index`'s params: every leaf indexed `a[index]` (`index` may be traced)."""
+    return jax.tree.map(lambda a: a[index], members)
+
+
+def episode_keys(key: Array, n_episodes: int) -> tuple[Array, Array]:
+    """`(env_keys [n], choice_keys [n])`: episode i's env key (shared by every member: paired episodes)
+    and the ensemble's key for its choice at episode i."""
+    k_env, k_choice = jax.random.split(key)
+    return jax.random.split(k_env, int(n_episodes)), jax.random.split(k_choice, int(n_episodes))
+
+
+def _steps(env, env_params, max_steps):
+    if env_params is None:
+        env_params = env.default_params
+    steps = default_max_steps(env, env_params) if max_steps is None else int(max_steps)
+    if steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    return env_params, steps
+
+
+def _one_episode(env, env_params, policy, env_key, max_steps):
+    stats = rollout(env, env_params, policy, env_key, 1, max_steps)
+    return stats.total_reward[0], stats.length[0], stats.done[0]
+
+
+# ------------------------------------------------------------------------------ member returns
+
+
+@partial(jax.jit, static_argnames=("env", "policy_fn", "n_episodes", "max_steps"))
+def _member_returns(env, env_params, members, policy_fn, key, n_episodes: int, max_steps: int):
+    env_keys, _ = episode_keys(key, n_episodes)
+
+    def one_member(params):
+        policy = policy_fn(params)
+        return jax.vmap(lambda k: _one_episode(env, env_params, policy, k, max_steps))(env_keys)
+
+    return jax.vmap(one_member)(members)
+
+
+def member_returns(env, env_params, members, policy_fn: Callable, key: Array, n_episodes: int,
+                   max_steps: int | None = None) -> Array:
+    """Every member's total reward on the SAME `n_episodes` episodes as `evaluate_ensemble(..., key, ...)`.
+
+    Args:
+        env, env_params: a gymnax environment and its params (None: `env.default_params`).
+        members: member params, leaves `[K, ...]`.
+        policy_fn: `policy_fn(member) -> policy` for one env (module docstring).
+        key: PRNG key of the episodes (`episode_keys`).
+        n_episodes: episodes per member.
+        max_steps: steps per episode (default the env's episode length).
+
+    Returns:
+        `[K, n_episodes]` float32 episode returns.
+    """
+    env_params, steps = _steps(env, env_params, max_steps)
+    n_members(members)
+    return _member_returns(env, env_params, members, policy_fn, key, int(n_episodes), steps)[0]
+
+
+# ------------------------------------------------------------------------------- Thompson ensemble
+
+
+@partial(jax.jit, static_argnames=("env", "policy_fn", "n_episodes", "max_steps"))
+def _evaluate_ensemble(env, env_params, members, policy_fn, key, state, reward_scale, initial_pulls,
+                       n_episodes: int, max_steps: int):
+    k = state.count.shape[0]
+    env_keys, choice_keys = episode_keys(key, n_episodes)
+
+    def episode(state, xs):
+        i, env_key, choice_key = xs
+        arm = jnp.where(i < initial_pulls * k, i % k, thompson.choose(choice_key, state)).astype(jnp.int32)
+        ret, length, done = _one_episode(env, env_params, policy_fn(member(members, arm)), env_key, max_steps)
+        return thompson.update(state, arm, ret / reward_scale), (ret, arm, length, done)
+
+    xs = (jnp.arange(n_episodes), env_keys, choice_keys)
+    state, (returns, arms, lengths, done) = jax.lax.scan(episode, state, xs)
+    return EnsembleResult(returns, arms, lengths, done, state)
+
+
+def evaluate_ensemble(env, env_params, members, policy_fn: Callable, key: Array, n_episodes: int,
+                      max_steps: int | None = None, *, discount: float = 1.0, prior: Mapping[str, Any] | None = None,
+                      state: thompson.ThompsonState | None = None, initial_pulls: int = 1,
+                      reward_scale: float = 1.0) -> EnsembleResult:
+    """Run the Thompson-sampling ensemble for `n_episodes` episodes in sequence (module docstring).
+
+    Episode i: `arm_i = argmax_k mu_k` with `mu_k` drawn from member k's posterior (members in turn
+    for the first `initial_pulls * K` episodes), the member plays the episode on env key
+    `episode_keys(key, n)[0][i]`, and its posterior absorbs the episode's total reward. One jitted
+    `lax.scan`; the same key gives the same choices and returns.
+
+    Args:
+        env, env_params, members, policy_fn, key, n_episodes, max_steps: as `member_returns`.
+        discount: forgetting factor of the posteriors (`thompson.init`), in (0, 1].
+        prior: keyword arguments of `thompson.init` (m0, kappa0, alpha0, beta0); ignored with `state`.
+        state: start from this `ThompsonState` instead (e.g. `thompson_state_from_returns` of the
+            members' validation returns); then there are no initial round-robin pulls.
+        initial_pulls: round-robin episodes per member before sampling starts (0: sample from the start).
+        reward_scale: the posteriors see `return / reward_scale`: the default prior (`beta0 / alpha0 = 1`,
+            a prior variance of 1) suits returns of order 1, so pass the returns' typical spread (e.g.
+            the std of validation returns; `compare_agents` does) for returns on another scale.
+
+    Returns:
+        `EnsembleResult` with `[n_episodes]` returns, arms, lengths and done flags and the final posteriors.
+    """
+    env_params, steps = _steps(env, env_params, max_steps)
+    k = n_members(members)
+    if state is None:
+        state = thompson.init(k, discount=discount, **dict(prior or {}))
+        pulls = int(initial_pulls)
+    else:
+        if state.count.shape[0] != k:
+            raise ValueError(f"the Thompson state has {state.count.shape[0]} arms for {k} members")
+        pulls = 0
+    if pulls < 0:
+        raise ValueError(f"initial_pulls must be >= 0, got {initial_pulls}")
+    scale = float(reward_scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"reward_scale must be a positive number, got {reward_scale}")
+    return _evaluate_ensemble(env, env_params, members, policy_fn, key, state, jnp.float32(scale),
+                              jnp.int32(pulls), int(n_episodes), steps)
+
+
+def thompson_state_from_returns(returns, discount: float = 1.0, **prior) -> thompson.ThompsonState:
+    """Posteriors after every member played the same episodes: `returns` `[K, n]` absorbed episode by
+    episode with `thompson.update_all` (e.g. the validation returns, to warm-start the test ensemble)."""
+    returns = jnp.asarray(returns, jnp.float32)
+    state = thompson.init(returns.shape[0], discount=discount, **prior)
+    return jax.lax.scan(lambda s, r: (thompson.update_all(s, r), None), state, returns.T)[0]
+
+
+# ------------------------------------------------------------------------------------ FinRL's rule
+
+
+def sharpe_ratios(returns) -> Array:
+    """Sharpe ratio of each member's episode returns, `mean / std` (sample std, ddof 1, not annualised).
+
+    Args:
+        returns: `[K, n]` episode returns (n >= 2).
+
+    Returns:
+        `[K]` float32: `+-inf` where the std is 0 and the mean is not (a sure gain / loss), 0 where both
+        are 0, NaN where a return is NaN.
+    """
+    r = jnp.asarray(returns, jnp.float32)
+    if r.ndim != 2 or r.shape[1] < 2:
+        raise ValueError(f"returns must be [K, n] with n >= 2 episodes; got shape {r.shape}")
+    mean = jnp.mean(r, axis=1)
+    std = jnp.std(r, axis=1, ddof=1)
+    degenerate = jnp.where(mean > 0, jnp.inf, jnp.where(mean < 0, -jnp.inf, 0.0))  # std == 0
+    sharpe = jnp.where(std > 0, mean / jnp.where(std > 0, std, 1.0), degenerate)
+    return jnp.where(jnp.isnan(mean) | jnp.isnan(std), jnp.nan, sharpe).astype(jnp.float32)
+
+
+def pick_by_sharpe(returns) -> int:
+    """FinRL's rule: the index of the member with the largest `sharpe_ratios(returns)` (`[K, n]`);
+    ties go to the lowest index, NaN ratios never win (all NaN: ValueError)."""
+    sharpe = np.asarray(sharpe_ratios(returns), np.float64)
+    if np.all(np.isnan(sharpe)):
+        raise ValueError("every member's Sharpe ratio is NaN (non-finite returns)")
+    return int(np.argmax(np.where(np.isnan(sharpe), -np.inf, sharpe)))
+
+
+# -------------------------------------------------------------------------------------- comparison
+
+
+def compare_agents(env, env_params, members, policy_fn: Callable, key: Array, n_episodes: int, *,
+                   val_key: Array, n_val_episodes: int, val_env_params=None, max_steps: int | None = None,
+                   discount: float = 1.0, prior: Mapping[str, Any] | None = None, warm_start: bool = False,
+                   initial_pulls: int = 1, reward_scale: float | None = None) -> dict[str, Any]:
+    """Every member, the Thompson ensemble and the Sharpe-picked member on the SAME test episodes.
+
+    Validation: every member plays `n_val_episodes` episodes (`val_key`, on `val_env_params`, default
+    `env_params`: e.g. the validation split's market) and `pick_by_sharpe` picks one. Test: every member,
+    and the ensemble, play the `n_episodes` episodes of `key` (paired: episode i is the same episode for
+    all), and the picked member's test returns are its row of the members' returns.
+
+    Args:
+        env, env_params, members, policy_fn, key, n_episodes, max_steps: as `evaluate_ensemble` (test).
+        val_key, n_val_episodes, val_env_params: the validation episodes (use a key other than `key`).
+        discount, prior, initial_pulls: the ensemble's settings (`evaluate_ensemble`).
+        warm_start: start the ensemble's posteriors from the validation returns
+            (`thompson_state_from_returns`) instead of round-robin pulls.
+        reward_scale: as `evaluate_ensemble`; default the sample std of all validation returns (1 if
+            it is 0 or not finite).
+
+    Returns:
+        dict: "members" `[K, n]`, "thompson" `[n]`, "thompson_arms" `[n]`, "sharpe_pick" `[n]` (float64
+        NumPy), "picked" (int), "validation" `[K, n_val]`, "validation_sharpe" `[K]`, "reward_scale".
+    """
+    val_params = env_params if val_env_params is None else val_env_params
+    validation = member_returns(env, val_params, members, policy_fn, val_key, n_val_episodes, max_steps)
+    picked = pick_by_sharpe(validation)
+    if reward_scale is None:
+        spread = float(np.std(np.asarray(validation, np.float64), ddof=1))
+        reward_scale = spread if np.isfinite(spread) and spread > 0 else 1.0
+    test = member_returns(env, env_params, members, policy_fn, key, n_episodes, max_steps)
+    state = (thompson_state_from_returns(jnp.asarray(validation) / reward_scale, discount, **dict(prior or {}))
+             if warm_start else None)
+    ensemble = evaluate_ensemble(env, env_params, members, policy_fn, key, n_episodes, max_steps,
+                                 discount=discount, prior=prior, state=state, initial_pulls=initial_pulls,
+                                 reward_scale=reward_scale)
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    test = f64(test)
+    return {"members": test, "thompson": f64(ensemble.returns), "thompson_arms": np.asarray(ensemble.arms),
+            "sharpe_pick": test[picked], "picked": picked, "validation": f64(validation),
+            "validation_sharpe": f64(sharpe_ratios(validation)), "reward_scale": float(reward_scale)}
+
+
+def summarize_comparison(comparison: Mapping[str, Any], reference: str = "thompson") -> list[dict[str, Any]]:
+    """Rows for a results table from `compare_agents`' output: one per member ("member_k"), "thompson"
+    and "sharpe_pick", each with the mean episode return, its std and 95% t-interval, and the paired
+    difference to `reference` over the same episodes (`diff_mean`, `diff_ci95_low`, `diff_ci95_high`)."""
+    series = {f"member_{k}": row for k, row in enumerate(comparison["members"])}
+    series["thompson"] = comparison["thompson"]
+    series["sharpe_pick"] = comparison["sharpe_pick"]
+    if reference not in series:
+        raise KeyError(f"reference {reference!r} is not one of {list(series)}")
+    rows = []
+    for name, values in series.items():
+        s = summarize(values, f"{name} returns")
+        d = paired_difference(values, series[reference], f"{name} - {reference}")
+        rows.append({"policy": name, "mean": s["mean"], "std": s["std"], "ci95_low": s["ci95_low"],
+                     "ci95_high": s["ci95_high"], "diff_mean": d["mean"], "diff_ci95_low": d["ci95_low"],
+                     "diff_ci95_high": d["ci95_high"]})
+    return rows
