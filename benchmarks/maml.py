@@ -154,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunk", type=int, default=50, help="meta-steps per compiled call of ours (fit's `every`)")
     parser.add_argument("--peer-steps", type=int, default=10, help="peer meta-steps per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                         help="thread counts tried for the peer; its best median counts (default: 1 and all cores)")
     add_common_arguments(parser)
@@ -166,8 +166,10 @@ def main() -> None:
     from trading_jax.meta import MAMLConfig, Tasks, make_trainer, meta_loss
 
     window, k, q, t, n_pool = 16, 20, 20, 8, 256
+    singles = max(3, peer_steps)
+    total = 1 + chunk + rounds * (chunk + singles)  # every timed meta-step is a real (active) update
     config = MAMLConfig(model="WindowMLP", method="maml", inner_steps=5, inner_lr=0.01, inner_optimizer="sgd",
-                        meta_lr=1e-3, meta_batch=t, support=k, query=q, meta_steps=100_000, max_grad_norm=1.0)
+                        meta_lr=1e-3, meta_batch=t, support=k, query=q, meta_steps=total, max_grad_norm=1.0)
     pool_np, n_features = make_pool(n_pool, k, q, window)
     pool = jax.tree.map(jnp.asarray, pool_np)
     trainer = make_trainer(config, PoolTasks(), pool, model=WindowMLP())
@@ -218,11 +220,11 @@ def main() -> None:
     for _ in range(rounds):
         seconds, (state, _) = timed(lambda: trainer.run(state, chunk))
         ours_chunk.append(chunk / seconds)
-        singles = []
-        for _ in range(max(3, peer_steps)):
+        single_s = []
+        for _ in range(singles):
             seconds, (state, _) = timed(lambda: trainer.run(state, 1))
-            singles.append(seconds)
-        ours_single.append(1.0 / statistics.median(singles))
+            single_s.append(seconds)
+        ours_single.append(1.0 / statistics.median(single_s))
         if peer is not None:
             for n in threads:
                 torch.set_num_threads(n)
@@ -233,6 +235,7 @@ def main() -> None:
                     step(b)
                 peer["times"][n].append(peer_steps / (time.perf_counter() - start))
 
+    assert int(trainer.counter(state)) == total and not bool(state.history["skipped"].any()), "a timed step was skipped"
     ours_rate, single_rate = statistics.median(ours_chunk), statistics.median(ours_single)
     results = {
         "benchmark": "maml", "device": device_name(), "quick": bool(args.quick),
@@ -241,7 +244,7 @@ def main() -> None:
         "sizes": {"window": window, "features": n_features, "support": k, "query": q, "meta_batch": t,
                   "inner_steps": config.inner_steps, "inner_optimizer": "sgd", "order": "second", "pool": n_pool,
                   "model": f"MLP {window * n_features}-{'-'.join(map(str, HIDDEN))}-1 tanh", "params": n_params,
-                  "rounds": rounds, "chunk": chunk, "peer_steps_per_round": peer_steps},
+                  "rounds": rounds, "chunk": chunk, "peer_steps_per_round": peer_steps, "meta_steps": total},
         "unit": "meta-steps/s",
         "ours": {"what": f"trainer.run(state, {chunk}): {chunk} meta-steps in one compiled lax.scan",
                  "meta_steps_per_s_median": ours_rate, "meta_steps_per_s": ours_chunk,
