@@ -3,8 +3,9 @@
     experiment = load_experiment("experiments/default.toml")   # ConfigError (one line) for any mistake
     summary, ok = run_experiment(experiment, "runs/default")   # resumes; refuses a changed config or data
 
-A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`) or
-"ppo" (`trading_jax.runs.ppo`). A new algorithm adds a module with `load(raw, file)` and
+A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`),
+"ppo" (`trading_jax.runs.ppo`), "maml" (`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`) or
+"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`). A new algorithm adds a module with `load(raw, file)` and
 `run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one line in `ALGORITHMS`.
 """
 
@@ -17,7 +18,9 @@ from trading_jax.runs.schema import ConfigError, read_toml
 
 __all__ = ["ALGORITHMS", "ConfigError", "load_experiment", "run_experiment"]
 
-ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo"}
+ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo",
+              "maml": "trading_jax.runs.maml", "ensemble": "trading_jax.runs.ensemble",
+              "ppo_ensemble": "trading_jax.runs.ppo_ensemble"}
 
 
 def load_experiment(path: str | Path):
