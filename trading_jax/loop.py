@@ -14,7 +14,8 @@ dict of `[n]` arrays, one record per unit; an optional bool entry `"active"` say
 
 `FunctionTrainer` jits these once and adds `train(key)` (the whole run), and `population(n)`: the same
 trainer `vmap`-ed over a leading member axis (keys `[M]`, hparams `[M]`, shared `args`), whose metrics are
-`[M, n]` and counter `[M]`. `fit` drives either:
+`[M, n]` and counter `[M]` (`population(n, member_args=...)` adds per-member arguments, e.g. bootstrap
+resamples, and `population(n, hparams=grid)` a default grid). `fit` drives either:
 
     trainer = make_trainer(config, data)                  # any algorithm
     result = fit(trainer, jax.random.key(0), checkpointer=ckpt, every=5, writer=tb)
@@ -90,6 +91,8 @@ class FunctionTrainer:
             e.g. a `while_loop` with the count behind an optimisation barrier) and returns its metrics as
             `[total]` buffers indexed by unit; `run` cuts the chunk's `[n]` records out of them (units past
             `total` are zero and inactive).
+        member_hparams: a population's default hyperparameters, `[M]` per leaf (`population(M, hparams=grid)`);
+            None: `hparams` broadcast to every member.
     """
 
     init_fn: Callable
@@ -108,6 +111,7 @@ class FunctionTrainer:
     mesh: Any = None
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dynamic_n: bool = False
+    member_hparams: Any = None
 
     def __getattr__(self, name):  # the algorithm's extras read as attributes: trainer.env, trainer.env_params
         extras = self.__dict__.get("extras")
@@ -150,6 +154,8 @@ class FunctionTrainer:
         """The hyperparameters a run uses when none are given (broadcast to `[M]` for a population)."""
         if self.members is None:
             return self.hparams
+        if self.member_hparams is not None:
+            return self.member_hparams
         return jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (self.members,) + jnp.shape(a)), self.hparams)
 
     def init(self, key, hparams=None, args=None):
@@ -181,27 +187,69 @@ class FunctionTrainer:
         state = self.init(key, hparams, args)
         return self.result(self.run(state, self.total, args)[0])
 
-    def population(self, members: int) -> "FunctionTrainer":
+    def population(self, members: int, member_args: Mapping[str, Any] | None = None, hparams=None
+                   ) -> "FunctionTrainer":
         """This trainer `vmap`-ed over `members` runs: keys `[M]`, hparams `[M]`, shared `args`.
 
         One compilation trains every member; a member's result equals its single run up to float
         reassociation of the batched matmuls (tested to 1e-5).
+
+        Args:
+            members: the population size M.
+            member_args: optional per-member arguments `{name: pytree with leading [M]}` merged into the
+                trainer's `args` (which must then be a mapping, e.g. the supervised `{"data", "params"}`):
+                member j's `run_fn`/`init_fn` see `args[name]` at index j, every other entry is shared. E.g.
+                `{"train_index": idx [M, n_train]}` trains each supervised member on its own bootstrap
+                resample (`trading_jax.ensemble.bootstrap_indices`). Passing `args=` to `init`/`run` later
+                must keep these names with their `[M]` leading axis.
+            hparams: the population's default hyperparameters, `[M]` per leaf (e.g. `hyperparam_grid(...)`);
+                None: `self.hparams` broadcast to every member. `fit(..., hparams=...)` still overrides it.
+
+        Raises:
+            ValueError: already a population, M < 1, `member_args` on non-mapping args or with a leading
+                axis other than M, `hparams` leaves without a leading axis of M.
         """
         if self.members is not None:
             raise ValueError("this trainer is already a population")
         if int(members) < 1:
             raise ValueError(f"a population needs at least one member, got {members}")
-        run_fn = self.run_fn
+        members = int(members)
+        run_fn, init_one, args = self.run_fn, self.init_fn, self.args
+        names: frozenset = frozenset()
+        if member_args:
+            if not isinstance(args, Mapping):
+                raise ValueError(f"member_args need the trainer's args to be a mapping, got {type(args).__name__}")
+            for name, value in member_args.items():
+                for leaf in jax.tree.leaves(value):
+                    if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != members:
+                        raise ValueError(f"member_args[{name!r}] must have a leading axis of {members} members, "
+                                         f"got shape {jnp.shape(leaf)}")
+            names = frozenset(member_args)
+            args = {**args, **member_args}
+        if hparams is not None:
+            for leaf in jax.tree.leaves(hparams):
+                if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != members:
+                    raise ValueError(f"population hparams must have a leading axis of {members} members, got a leaf "
+                                     f"of shape {jnp.shape(leaf)}")
+
+        def split(a):  # (per-member entries, vmapped on axis 0; shared entries, closed over)
+            return {k: a[k] for k in names}, {k: v for k, v in a.items() if k not in names}
 
         def init_fn(keys, hparams, args):
-            return jax.vmap(self.init_fn, in_axes=(0, 0, None))(keys, hparams, args)
+            if not names:
+                return jax.vmap(init_one, in_axes=(0, 0, None))(keys, hparams, args)
+            own, shared = split(args)
+            return jax.vmap(lambda k, h, o: init_one(k, h, {**shared, **o}))(keys, hparams, own)
 
         def vrun(state, args, n):
-            return jax.vmap(lambda s: run_fn(s, args, n))(state)
+            if not names:
+                return jax.vmap(lambda s: run_fn(s, args, n))(state)
+            own, shared = split(args)
+            return jax.vmap(lambda s, o: run_fn(s, {**shared, **o}, n))(state, own)
 
         return dataclasses.replace(
             self, init_fn=init_fn, run_fn=vrun, result_fn=jax.vmap(self.result_fn),
-            counter_fn=jax.vmap(self.counter_fn), members=int(members),
+            counter_fn=jax.vmap(self.counter_fn), members=members, args=args, member_hparams=hparams,
         )
 
 

@@ -29,7 +29,7 @@ the dataset itself is replicated on every device.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -286,6 +286,11 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         data: a `Dataset`; it is checked for NaN/inf on the host here (ValueError naming the array
             and the index of the first bad value). It is the trainer's `args["data"]`: pass another
             same-shaped dataset as `init(key, args=...)` / `run(state, n, args=...)` without recompiling.
+            An optional `args["train_index"]` (int `[n_train]`, e.g. a bootstrap resample drawn with
+            replacement) makes the run train on the rows `x_train[train_index]` without copying them: each
+            epoch permutes the positions `0 .. n_train-1` of the resample and gathers the rows through it
+            (`population(M, member_args={"train_index": idx [M, n_train]})`: one resample per member;
+            `trading_jax.ensemble.make_ensemble_trainer`). Validation always uses the whole `x_val`.
         mesh: a mesh with a "data" axis: minibatches are sharded over it, params replicated.
         data_parallel: build `trading_jax.parallel.make_mesh()` over all devices when no mesh is given.
 
@@ -357,16 +362,28 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         return TrainState(params, tx.init(params), k_epochs, jnp.zeros((), jnp.int32), EarlyStopping.init(),
                           params, history, hp)
 
+    def _train_index(args):
+        index = args.get("train_index") if isinstance(args, Mapping) else None
+        if index is None:
+            return None
+        if jnp.shape(index) != (n_train,) or not jnp.issubdtype(jnp.asarray(index).dtype, jnp.integer):
+            raise ValueError(f"train_index must be an integer array of shape ({n_train},) (one resample of the "
+                             f"{n_train} training rows), got {jnp.asarray(index).dtype} {jnp.shape(index)}")
+        return jnp.asarray(index, jnp.int32)
+
     def run_fn(state: TrainState, args, n_epochs: int):
         data = args["data"]
         hp = state.hparams
         tx = make_optimizer(config, total_steps, hp)
         first = state.epoch
         n_classes = _shapes(state.params, data)
+        train_index = _train_index(args)
         if config.curriculum:
             difficulty = data.difficulty
             if difficulty is None:
                 difficulty = curriculum.sample_volatility(data.x_train, config.curriculum_feature)
+            if train_index is not None:  # rank the resample's rows
+                difficulty = difficulty[train_index]
             order = jnp.argsort(difficulty, stable=True)
         else:
             order = None
@@ -405,6 +422,8 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
             else:
                 pool = curriculum.pool_size(e, n_train, epochs, config.curriculum_start, config.curriculum_ramp)
                 idx = epoch_indices(k_perm, n_train, steps, batch, order, pool)
+            if train_index is not None:  # positions in the member's resample -> rows of the dataset
+                idx = train_index[idx]
             n_active = jnp.maximum(1, pool // batch)
             active = (jnp.arange(steps) < n_active) & ~stopping.stopped & in_range
             (params, opt_state), (losses, done, skipped) = jax.lax.scan(
