@@ -13,12 +13,27 @@ optional `[checkpoint]` table (`keep_best`, `every_epochs`). `run` then
 4. evaluates each seed's best params on the test split next to naive baselines, and writes `results.json`
    and `results.md`: mean over seeds with a 95% Student-t interval. A seed whose validation loss was NaN in
    every epoch, or whose every step was skipped, makes the run FAILED: its table says so and the command
-   exits non-zero.
+   exits non-zero;
+5. with an `[online]` table (`OnlineSpec`: `every`, `window`, `epochs` = 5, `learning_rate` = 1e-4, `batch_size`),
+   walks each seed's best params forward through the test split, one asset at a time
+   (`walk_forward_test`, built on `trading_jax.training.online.walk_forward`): every `every` bars from the
+   test split's first bar, fine-tune on the `window` most recent samples whose labels are known by then
+   (the validation split's samples, then the test split's as they resolve), and predict the next `every`
+   bars with the result. The online predictions are scored like the static model on the same test
+   samples (row "model_online"), with the paired difference online minus static over seeds;
+6. with a `[monitor]` table (`MonitorSpec`: `window`, `accuracy_threshold` = 0.55, `ic_threshold`,
+   `ece_threshold`), computes the rolling direction accuracy and IC (and, for classifiers, ECE and Brier)
+   of the static model and of the online model over the test split, per asset (`monitor_test`, built on
+   `trading_jax.evaluation.monitoring`): every degradation alert is a logged warning and a record in
+   `results.json` (per seed) and in a section of `results.md`.
+
+Without these tables nothing of 5-6 runs and the results are those of 1-4.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -33,12 +48,51 @@ from trading_jax.runs import schema as S
 from trading_jax.runs.folder import RunFolder, file_fingerprints
 from trading_jax.runs.results import FAILED, cell, write_results
 from trading_jax.training.config import DTYPES, TASKS, TrainConfig
-from trading_jax.training.dataset import DataSpec, build_datasets
+from trading_jax.training.dataset import DataSpec, Samples, build_datasets, label_reach
 
-__all__ = ["SupervisedExperiment", "load", "run", "evaluate"]
+__all__ = ["SupervisedExperiment", "OnlineSpec", "MonitorSpec", "load", "run", "evaluate", "walk_forward_test",
+           "monitor_test"]
 
 log = get_logger(__name__)
 REPAIRS = ("drop_duplicates", "ffill_gaps", "swap_volume", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSpec:
+    """The `[online]` table: walk-forward fine-tuning over the test split (seed 002, "Online Learning").
+
+    Attributes:
+        every: bars between refits.
+        window: the most recent labelled samples each refit fine-tunes on (per asset).
+        epochs: fine-tuning epochs per refit.
+        learning_rate: the fine-tuning learning rate (constant, no warm-up).
+        batch_size: the fine-tuning batch (default: `[train] batch_size`, at most `window`).
+    """
+
+    every: int
+    window: int
+    epochs: int = 5
+    learning_rate: float = 1e-4
+    batch_size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorSpec:
+    """The `[monitor]` table: rolling forecast quality over the test split and degradation alerts
+    (seed 002, "Model Monitoring").
+
+    Attributes:
+        window: samples per rolling window (a row's metric needs a full window of resolved samples).
+        accuracy_threshold: alert when the rolling direction accuracy falls below it.
+        ic_threshold: alert when the rolling information coefficient falls below it (default: not watched).
+        ece_threshold: alert when the rolling expected calibration error rises above it (classification and
+            multitask only; default: not watched).
+    """
+
+    window: int
+    accuracy_threshold: float = 0.55
+    ic_threshold: float | None = None
+    ece_threshold: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +106,8 @@ class SupervisedExperiment:
     vmap_seeds: bool = True
     keep_best: int = 1
     every_epochs: int = 1
+    online: OnlineSpec | None = None
+    monitor: MonitorSpec | None = None
     file: str = "<experiment>"
 
     algorithm = "supervised"
@@ -74,6 +130,10 @@ DATA_CHECKS = {
     "test": S.in_interval(0, 1, low_open=True, high_open=True), "embargo": S.at_least(0), "stride": S.at_least(1),
 }
 MODEL_KWARG_CHECKS = {"dropout": S.probability, "dropout_rate": S.probability, "n_classes": S.at_least(2)}
+ONLINE_CHECKS = {"every": S.at_least(1), "window": S.at_least(2), "epochs": S.at_least(1),
+                 "learning_rate": S.positive, "batch_size": S.at_least(1)}
+MONITOR_CHECKS = {"window": S.at_least(2), "accuracy_threshold": S.in_interval(0, 1),
+                  "ic_threshold": S.in_interval(-1, 1), "ece_threshold": S.in_interval(0, 1)}
 
 
 def _model_kwargs(table) -> tuple:
@@ -138,8 +198,9 @@ def _multitask_weights(table) -> tuple:
 
 def load(raw: dict, file) -> SupervisedExperiment:
     """A `SupervisedExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
-    S.check_keys(raw, {"algorithm", "name", "seeds", "vmap_seeds", "data", "train", "checkpoint"}, file, "")
-    for table in ("data", "train", "checkpoint"):
+    S.check_keys(raw, {"algorithm", "name", "seeds", "vmap_seeds", "data", "train", "checkpoint", "online", "monitor"},
+                 file, "")
+    for table in ("data", "train", "checkpoint", "online", "monitor"):
         if table in raw and not isinstance(raw[table], dict):
             raise S.ConfigError(f"{file}: {table} must be a table ([{table}])")
     train = dict(raw.get("train", {}))
@@ -165,7 +226,14 @@ def load(raw: dict, file) -> SupervisedExperiment:
     top.setdefault("name", Path(str(file)).stem)
     top = S.build(_Top, {**top, **checkpoint}, file, "", {"keep_best": S.at_least(1), "every_epochs": S.at_least(1)})
     S.check_seeds(top.seeds, file)
-    return SupervisedExperiment(data=data, train=config, file=str(file), **dataclasses.asdict(top))
+    online = S.build(OnlineSpec, raw["online"], file, "online", ONLINE_CHECKS) if "online" in raw else None
+    monitor = S.build(MonitorSpec, raw["monitor"], file, "monitor", MONITOR_CHECKS) if "monitor" in raw else None
+    if monitor is not None and monitor.ece_threshold is not None and config.task == "regression":
+        raise S.ConfigError(f"{file}: [monitor] ece_threshold = {monitor.ece_threshold!r}: a regression model gives no "
+                            "class probabilities to calibrate; use task = \"classification\" or \"multitask\", or "
+                            "leave ece_threshold out")
+    return SupervisedExperiment(data=data, train=config, file=str(file), online=online, monitor=monitor,
+                                **dataclasses.asdict(top))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +290,9 @@ def failed_reason(history: Mapping[str, Any], batch_size: int) -> str | None:
 def _config_record(experiment: SupervisedExperiment) -> dict:
     record = dataclasses.asdict(experiment)
     record.pop("file")
+    for table in ("online", "monitor"):  # absent tables leave the record (and resumable folders) as before
+        if record[table] is None:
+            record.pop(table)
     if not experiment.vmap_seeds:  # each seed has its own checkpoints: adding seeds later is fine
         record.pop("seeds")
     return record
@@ -265,7 +336,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
     Returns:
         `(summary line, ok)`: ok is False when a seed FAILED (the table says why).
     """
-    from trading_jax.evaluation.stats import summarize
+    from trading_jax.evaluation.stats import paired_difference, summarize
     from trading_jax.training.config import Dataset
     from trading_jax.training.train import make_trainer
 
@@ -288,37 +359,86 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
         trainer = make_trainer(cfg, data)
         log.info("%s: %s samples (train/val/test), window %d, %d features", experiment.name, info["samples"],
                  spec.window, x_tr.shape[-1])
+        reach = label_reach(cfg.task, spec.horizon)
+        test_bars = tuple(info["split"]["test"])
+        timestamps = _timestamps(spec) if experiment.monitor is not None else None
         per_seed = []
         for seed, result, seconds in _train_all(experiment, trainer, out, show_progress):
             history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
             failure = failed_reason(history, cfg.batch_size)
             test = None
+            record = {"seed": seed, "seconds": seconds, "best_epoch": int(result.best_epoch), "history": history,
+                      "failed": failure}
             if failure is None:
-                test = evaluate(cfg.task, _predict(model, result.best_params, x_te), y_te, y_tr, x_te)
-            per_seed.append({"seed": seed, "seconds": seconds, "best_epoch": int(result.best_epoch),
-                             "history": history, "failed": failure, "test": test})
+                static = _predict(model, result.best_params, x_te)
+                test = evaluate(cfg.task, static, y_te, y_tr, x_te)
+                watched = {"model": static}
+                if experiment.online is not None:
+                    start = time.perf_counter()
+                    online, refits = walk_forward_test(cfg, experiment.online, result.best_params, splits["val"],
+                                                       splits["test"], horizon=reach, start=test_bars[0],
+                                                       key=jax.random.fold_in(jax.random.key(seed), ONLINE_STREAM))
+                    scores = evaluate(cfg.task, online, y_te, y_tr, x_te)
+                    test = _with_online(test, scores)
+                    watched["model_online"] = online
+                    done = sum(r["refit_done"] for r in refits)
+                    record["online"] = {"seconds": time.perf_counter() - start, "refits": len(refits),
+                                        "refits_done": done, "records": refits}
+                    log.info("%s seed %d: online fine-tuning, %d refits (%d done): test %s", experiment.name, seed,
+                             len(refits), done, _short(test, cfg.task))
+                if experiment.monitor is not None:
+                    record["alerts"], record["monitor"] = [], {}
+                    for name, outputs in watched.items():
+                        alerts, rolling = monitor_test(cfg.task, outputs, splits["test"], horizon=reach,
+                                                       spec=experiment.monitor, bars=test_bars, timestamps=timestamps,
+                                                       symbols=info["symbols"], context=f"seed {seed}, {name}")
+                        record["alerts"] += [{"model": name, **a} for a in alerts]
+                        record["monitor"][name] = rolling
+            record["test"] = test
+            per_seed.append(record)
 
         failures = [s for s in per_seed if s["failed"]]
         ok_seeds = [s for s in per_seed if not s["failed"]]
-        summary = {}
+        summary, paired = {}, {}
         if ok_seeds:
             first = ok_seeds[0]["test"]
             summary = {name: {metric: summarize([s["test"][name][metric] for s in ok_seeds], f"{metric} values")
                               for metric in first[name]} for name in first}
+            for online_row, static_row in (("model_online", "model"), ("model_online_direction", "model_direction")):
+                if online_row in first:
+                    paired[f"{online_row} - {static_row}"] = {
+                        metric: paired_difference([s["test"][online_row][metric] for s in ok_seeds],
+                                                  [s["test"][static_row][metric] for s in ok_seeds], f"{metric} values")
+                        for metric in first[online_row]}
         status = "ok" if not failures else FAILED
         report = {"experiment": experiment.name, "status": status,
                   "failures": {s["seed"]: s["failed"] for s in failures}, "train_config": dataclasses.asdict(cfg),
                   "data": dataclasses.asdict(spec), "info": info, "seeds": per_seed, "summary": summary}
-        write_results(out, report, results_table(experiment, info, summary, failures))
+        if experiment.online is not None:
+            report["online"] = dataclasses.asdict(experiment.online)
+            report["paired"] = paired
+        if experiment.monitor is not None:
+            report["monitor"] = dataclasses.asdict(experiment.monitor)
+        table = results_table(experiment, info, summary, failures)
+        table += online_section(experiment, per_seed, paired) + monitor_section(experiment, per_seed, reach)
+        write_results(out, report, table)
     if failures:
         reasons = "; ".join(f"seed {s['seed']}: {s['failed']}" for s in failures)
         return (f"{experiment.name}: {FAILED}: {reasons}. Check the data and the learning rate; the table in "
                 f"{out / 'results.md'} says {FAILED}"), False
     key = "macro_f1" if cfg.task == "classification" else "ic"
     head = "model" if "model" in summary else next(iter(summary))
+    extra = ""
+    if "model_online" in summary:
+        extra += (f"; online fine-tuning {key} {cell(summary['model_online'][key])}, online - static "
+                  f"{cell(paired['model_online - model'][key])}")
+    if experiment.monitor is not None:
+        counts = ", ".join(f"{sum(a['model'] == m for s in ok_seeds for a in s['alerts'])} ({m})"
+                           for m in ("model", "model_online") if m == "model" or experiment.online is not None)
+        extra += f"; degradation alerts: {counts}"
     return (f"{experiment.name}: {cfg.model} on {info['source']} ({info['samples']['train']:,} train / "
             f"{info['samples']['test']:,} test samples, {len(per_seed)} seeds): test {key} {cell(summary[head][key])} "
-            f"(mean [95% CI]); full table in {out / 'results.md'}"), True
+            f"(mean [95% CI]){extra}; full table in {out / 'results.md'}"), True
 
 
 def results_table(experiment: SupervisedExperiment, info: dict, summary: dict, failures: list) -> str:
@@ -338,6 +458,254 @@ def results_table(experiment: SupervisedExperiment, info: dict, summary: dict, f
         shown = f"{name} ({FAILED})" if failures and name.startswith("model") else name
         lines.append(f"| {shown} | " + " | ".join(cell(row.get(m)) for m in metrics) + " |")
     return "\n".join(lines) + "\n"
+
+
+ALERTS_SHOWN = 5  # alerts listed per seed and model in results.md (all are in results.json)
+
+
+def online_section(experiment: SupervisedExperiment, per_seed: list, paired: dict) -> str:
+    """The results.md section of `[online]`: the schedule, refit counts and the paired difference table."""
+    spec = experiment.online
+    if spec is None:
+        return ""
+    ok = [s for s in per_seed if not s["failed"]]
+    refits = ", ".join(f"seed {s['seed']}: {s['online']['refits_done']} of {s['online']['refits']}" for s in ok)
+    lines = ["", "## Online fine-tuning", "",
+             f"Walk-forward over the test split, one asset at a time: every {spec.every} bars (from the split's first "
+             f"bar) the live params are fine-tuned for {spec.epochs} epochs at learning rate {spec.learning_rate:g} on "
+             f"the {spec.window} most recent samples whose labels are known by then (validation samples first, then "
+             f"test samples as they resolve), then predict the next {spec.every} bars; each seed starts from its best "
+             f"params. Row model_online above scores these predictions on the same test samples as row model. "
+             f"Refits done (of scheduled, over assets; a refit is skipped while fewer than {spec.window} labels are "
+             f"known): {refits or 'none'}.", ""]
+    if paired:
+        metrics = sorted({m for row in paired.values() for m in row})
+        lines += ["Paired difference over seeds, online minus static (mean [95% CI]; > 0 means fine-tuning raised the "
+                  "metric):", "",
+                  "| difference | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
+        lines += [f"| {name} | " + " | ".join(cell(row.get(m)) for m in metrics) + " |" for name, row in paired.items()]
+    return "\n".join(lines) + "\n"
+
+
+def monitor_section(experiment: SupervisedExperiment, per_seed: list, horizon: int) -> str:
+    """The results.md section of `[monitor]`: alerts per seed and model, and the first few of each."""
+    spec = experiment.monitor
+    if spec is None:
+        return ""
+    watched = [f"direction accuracy < {spec.accuracy_threshold:g}"]
+    if spec.ic_threshold is not None:
+        watched.append(f"IC < {spec.ic_threshold:g}")
+    if spec.ece_threshold is not None:
+        watched.append(f"ECE > {spec.ece_threshold:g}")
+    lines = ["", "## Monitoring", "",
+             f"Rolling metrics over the test split, per asset, on windows of {spec.window} samples whose outcomes are "
+             f"known ({horizon} bars after the forecast); alerts when {' or '.join(watched)}. An alert marks a "
+             "crossing: a metric that stays on the wrong side of its threshold alerts once. Time is the bar index "
+             "(and its timestamp); every alert is also a logged warning and a record in results.json.", "",
+             "| seed | predictor | alerts | rolling accuracy mean (min) | first alerts: bar (time) asset metric value |",
+             "| --- | --- | --- | --- | --- |"]
+    for s in per_seed:
+        if s["failed"]:
+            lines.append(f"| {s['seed']} | ({FAILED}) | | | |")
+            continue
+        for name, rolling in s["monitor"].items():
+            alerts = [a for a in s["alerts"] if a["model"] == name]
+            shown = "; ".join(f"{a['time']}" + (f" ({a['timestamp']})" if a.get("timestamp") else "")
+                              + f" {a['asset']} {a['metric']} {a['value']:.3f}" for a in alerts[:ALERTS_SHOWN])
+            if len(alerts) > ALERTS_SHOWN:
+                shown += f"; ... ({len(alerts) - ALERTS_SHOWN} more)"
+            acc = [r["accuracy"] for r in rolling.values()]
+            mean = np.nanmean([a["mean"] for a in acc]) if any(math.isfinite(a["mean"]) for a in acc) else float("nan")
+            low = np.nanmin([a["min"] for a in acc]) if any(math.isfinite(a["min"]) for a in acc) else float("nan")
+            stats = f"{mean:.3f} ({low:.3f})" if math.isfinite(mean) else "n/a (no full window)"
+            lines.append(f"| {s['seed']} | {name} | {len(alerts)} | {stats} | {shown or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------- online and monitoring
+
+ONLINE_STREAM = 0x0511  # folded into a seed's key for its online fine-tuning (the training uses the seed's key)
+
+
+def _short(test: dict, task: str) -> str:
+    key = "accuracy" if task == "classification" else "ic"
+    return ", ".join(f"{name} {key} {test[name][key]:.4f}" for name in ("model", "model_online") if name in test)
+
+
+def _with_online(test: dict, online: dict) -> dict:
+    """`test` with rows "model_online" (after "model") and "model_online_direction" (after "model_direction")."""
+    out = {}
+    for name, row in test.items():
+        out[name] = row
+        if name in ("model", "model_direction"):
+            out[name.replace("model", "model_online", 1)] = online[name]
+    return out
+
+
+def _named_outputs(task: str, predictions) -> dict:
+    """`trading_jax.training.online.task_outputs` arrays keyed like the model's outputs (what `evaluate` reads)."""
+    if task == "regression":
+        return {"prediction": predictions}
+    if task == "classification":
+        return {"logits": predictions}
+    return dict(predictions)
+
+
+def walk_forward_test(config: TrainConfig, spec: OnlineSpec, params, history: Samples, test: Samples, *, horizon: int,
+                      start: int, key) -> tuple[dict, list]:
+    """Online predictions of every test sample, walking forward through each asset's samples separately.
+
+    For asset a, the samples are its `history` samples (the validation split) then its `test` samples, in
+    time order; `trading_jax.training.online.walk_forward` refits at bars `start, start + every, ...` on the
+    `spec.window` most recent of them whose labels (`horizon` bars) are known, and predicts the test samples.
+    No asset's data reaches another asset's predictions, and no sample's prediction reads data past its bar.
+
+    Args:
+        config: the training config (model, task, loss); the fine-tuning uses `spec`'s epochs, rate and batch.
+        spec: the `[online]` table.
+        params: the params to start from (the seed's best).
+        history, test: `Samples` pooled over assets (`Samples.asset`), each asset's in time order.
+        horizon: bars a label reads past its sample's bar (`label_reach`).
+        start: the first refit bar (the test split's first bar: every test sample is predicted).
+        key: PRNG key; asset a fine-tunes with `fold_in(key, a)`.
+
+    Returns:
+        `(outputs, records)`: the model's outputs on the test samples (`[n_test, ...]` arrays keyed like
+        the model's: "prediction", "logits" or the multitask heads) and the refit records of
+        `walk_forward` (without the trained-on indices) with the asset index added.
+    """
+    from trading_jax.training.online import walk_forward
+
+    n = len(test.t)
+    pooled, records = None, []
+    for a in np.unique(test.asset):
+        old = np.flatnonzero(np.asarray(history.asset) == a)
+        new = np.flatnonzero(np.asarray(test.asset) == a)
+        x = np.concatenate([np.asarray(history.x)[old], np.asarray(test.x)[new]])
+        y = jax.tree.map(lambda h, t: np.concatenate([np.asarray(h)[old], np.asarray(t)[new]]), history.y, test.y)
+        times = np.concatenate([np.asarray(history.t)[old], np.asarray(test.t)[new]]).astype(np.int64)
+        result = walk_forward(config, params, x, y, times, horizon=horizon, every=spec.every, window=spec.window,
+                              key=jax.random.fold_in(key, int(a)), start=int(start), learning_rate=spec.learning_rate,
+                              epochs=spec.epochs, batch_size=spec.batch_size)
+        if not result.predicted[old.size:].all():
+            raise RuntimeError(f"online: asset {int(a)} has test samples before the first refit bar {start}")
+        if pooled is None:
+            pooled = jax.tree.map(lambda v: np.full((n,) + v.shape[1:], np.nan, np.float32), result.predictions)
+        for buf, value in zip(jax.tree.leaves(pooled), jax.tree.leaves(result.predictions)):
+            buf[new] = value[old.size:]
+        records += [{"asset": int(a), **{k: v for k, v in r.items() if k != "samples"},
+                     "n_trained": int(np.size(r["samples"]))} for r in result.records]
+    return _named_outputs(config.task, pooled), records
+
+
+class _Context(logging.LoggerAdapter):
+    """Prefix log messages with what they are about (seed, predictor, asset)."""
+
+    def process(self, msg, kwargs):
+        return f"{self.extra['context']}: {msg}", kwargs
+
+
+def _timestamps(spec: DataSpec):
+    """The bars' timestamps (for alert times), or None when they cannot be read."""
+    from trading_jax.training.dataset import load_panel
+
+    quiet = logging.getLogger("trading_jax.data.loading")  # its report was logged when the data was built
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        stamps = np.asarray(load_panel(spec)[1])
+        if np.issubdtype(stamps.dtype, np.datetime64):
+            return np.datetime_as_string(stamps, unit="m")
+        return stamps.astype(str)
+    except Exception as error:  # the timestamps only decorate the alerts: never fail a trained run for them
+        log.warning("monitoring: alert times are bar indices only (timestamps unavailable: %s)", error)
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
+def _monitored(task: str, outputs: dict, y):
+    """`(pred, outcome, probs, labels)` of the monitored forecast: the return forecast and its realised value
+    (regression, multitask price head), or the predicted and realised direction -1/0/+1 (classification);
+    class probabilities and labels for the calibration of classifiers (None for regression)."""
+    if task == "regression":
+        return np.asarray(outputs["prediction"]).reshape(len(y), -1)[:, 0], np.asarray(y, np.float32), None, None
+    if task == "classification":
+        logits = np.asarray(outputs["logits"])
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), -1))
+        calls = np.where(np.isfinite(logits).all(-1), np.argmax(logits, -1) - 1.0, np.nan).astype(np.float32)
+        return calls, np.asarray(y, np.float32) - 1, probs, np.asarray(y)
+    price = np.asarray(outputs["price"]).reshape(len(y["price"]), -1)[:, 0]
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(outputs["direction_logits"]), -1))
+    return price, np.asarray(y["price"], np.float32), probs, np.asarray(y["direction"])
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    nan = float("nan")
+    return {"mean": float(v.mean()) if v.size else nan, "min": float(v.min()) if v.size else nan,
+            "last": float(v[-1]) if v.size else nan, "rows": int(v.size)}
+
+
+def monitor_test(task: str, outputs: dict, test: Samples, *, horizon: int, spec: MonitorSpec, bars: tuple[int, int],
+                 timestamps=None, symbols=None, context: str = "model") -> tuple[list, dict]:
+    """Rolling forecast quality of one predictor over the test split, per asset, and its degradation alerts.
+
+    Each asset's test samples are laid on the split's bar grid `bars[0] .. bars[1] - 1` (NaN where a bar
+    has no sample), so a rolling row at bar t reads only outcomes known by then
+    (`trading_jax.evaluation.monitoring.monitor` with `horizon`); alerts are logged as warnings prefixed
+    with `context` and the asset.
+
+    Args:
+        task: the training task.
+        outputs: the predictor's outputs on the test samples, keyed like the model's.
+        test: the test `Samples`.
+        horizon: bars until a sample's outcome is known (`label_reach`).
+        spec: the `[monitor]` table.
+        bars: the test split's `[start, stop)` bar range.
+        timestamps: optional timestamps of every bar (alerts then carry a "timestamp").
+        symbols: optional asset names (alerts carry "asset": the name, else the index).
+        context: what the warnings are about ("seed 0, model").
+
+    Returns:
+        `(alerts, rolling)`: alert records `{"time" (bar index), "timestamp", "asset", "metric", "value",
+        "threshold", "direction"}` in time order per asset, and per asset the mean, min and last value of each
+        rolling metric (`{"mean", "min", "last", "rows"}`, rows = bars with a full window).
+    """
+    from trading_jax.evaluation.monitoring import degradation_alerts, monitor
+
+    pred, outcome, probs, labels = _monitored(task, outputs, test.y)
+    grid = np.arange(int(bars[0]), int(bars[1]), dtype=np.int64)
+    alerts, rolling = [], {}
+    for a in np.unique(test.asset):
+        rows = np.flatnonzero(np.asarray(test.asset) == a)
+        at = np.asarray(test.t)[rows] - grid[0]
+        name = symbols[int(a)] if symbols is not None else int(a)
+        dense_pred = np.full(grid.size, np.nan, np.float32)
+        dense_outcome = np.full(grid.size, np.nan, np.float32)
+        dense_pred[at], dense_outcome[at] = pred[rows], outcome[rows]
+        dense_probs = dense_labels = None
+        if probs is not None:
+            dense_probs = np.full((grid.size, probs.shape[-1]), np.nan, np.float32)
+            dense_labels = np.zeros(grid.size, np.int32)
+            dense_probs[at], dense_labels[at] = probs[rows], labels[rows]
+        metrics = monitor(dense_pred, dense_outcome, spec.window, horizon, accuracy_threshold=None,
+                          probs=dense_probs, labels=dense_labels)
+        metrics.pop("alerts")
+        ceilings = {"ece": spec.ece_threshold} if "ece" in metrics else None
+        # the warnings name the bar and its timestamp; the records keep the bar index as "time"
+        names = [f"bar {b}" + (f" ({timestamps[b]})" if timestamps is not None else "") for b in grid]
+        bar_of = dict(zip(names, grid.tolist()))
+        found = degradation_alerts(metrics, {"accuracy": spec.accuracy_threshold, "ic": spec.ic_threshold},
+                                   times=np.asarray(names, object), ceilings=ceilings,
+                                   logger=_Context(log, {"context": f"{context}, {name}".replace("%", "%%")}))
+        for alert in found:
+            bar = bar_of[alert["time"]]
+            stamp = {"timestamp": str(timestamps[bar])} if timestamps is not None else {}
+            alerts.append({"time": bar, **stamp, "asset": name, **{k: v for k, v in alert.items() if k != "time"}})
+        rolling[str(name)] = {k: _stats(v) for k, v in metrics.items()}
+    return alerts, rolling
 
 
 # ------------------------------------------------------------------------------------ evaluation
