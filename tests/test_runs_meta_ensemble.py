@@ -104,6 +104,8 @@ def write(tmp_path, text, name="tiny.toml") -> Path:
     (MAML, ('source = "synthetic"', 'source = "synthetc"'), "[tasks] source = 'synthetc': expected one of"),
     (MAML, ("shots = [5, 20]", "shots = [0, 5]"), "[evaluation] shots = [0, 5]: expected a list of positive integers"),
     (MAML, ("[pretrain]", "[pretrain]\nepoch = 2"), "[pretrain] unknown key 'epoch' (did you mean 'epochs'?)"),
+    (MAML, ("shots = [5, 20]", "shots = [5, 500]"), "[evaluation] shots / query = 500 / 10: SyntheticRegimeTasks"),
+    (MAML, ("window = 8", 'window = 8\nmodel = "gbmm"'), "[tasks.synthetic] model must be one of"),
     (MAML, ('source = "synthetic"', 'source = "assets"'), "[tasks] source = \"assets\" needs [data] source"),
     (ENSEMBLE, ('diversity = "bootstrap"', 'diversity = "bagging"'), "[ensemble] diversity = 'bagging': expected one of"),
     (ENSEMBLE, ("members = 3", "members = 1"), "[ensemble] an ensemble needs at least 2 members"),

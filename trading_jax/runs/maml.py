@@ -159,6 +159,14 @@ def load(raw: dict, file) -> MAMLExperiment:
     if not evaluation.shots or any(not isinstance(k, int) or k < 1 for k in evaluation.shots):
         raise S.ConfigError(f"{file}: [evaluation] shots = {list(evaluation.shots)}: expected a list of positive "
                             "integers (support samples per held-out task)")
+    if tasks.source == "synthetic":  # the periods must hold the windows asked for, before anything trains
+        for where, k, q in (("maml] support / query", maml.support, maml.query),
+                            ("evaluation] shots / query", max(evaluation.shots), evaluation.query)):
+            try:
+                synthetic.check(None, k, q)
+            except ValueError as error:
+                raise S.ConfigError(f"{file}: [{where} = {k} / {q}: {error}; lengthen [tasks.synthetic] "
+                                    "support_bars / query_bars or ask for fewer samples") from None
     top = {k: raw[k] for k in ("name", "seeds", "every") if k in raw}
     top.setdefault("name", Path(str(file)).stem)
     top = S.build(_Top, top, file, "", {"every": S.at_least(1)})
