@@ -102,12 +102,6 @@ class _Top:
     every_epochs: int = 1
 
 
-def _pairs(table) -> tuple:
-    if not isinstance(table, dict):
-        raise TypeError
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
-
-
 def load(raw: dict, file) -> EnsembleExperiment:
     """An `EnsembleExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
     from trading_jax.runs import supervised
@@ -131,7 +125,7 @@ def load(raw: dict, file) -> EnsembleExperiment:
         supervised.check_model(g | {"model_kwargs": g.get("model_kwargs", {})}, file, where=f"ensemble.groups.{i}")
         g.setdefault("model_kwargs", {})
         groups.append(S.build(Group, g, file, f"ensemble.groups.{i}", {"members": S.at_least(1)},
-                              convert={"model_kwargs": _pairs}))
+                              convert={"model_kwargs": S.kwargs_pairs}))
     spec = S.build(EnsembleSpec, table, file, "ensemble", {
         "members": S.at_least(1), "diversity": S.one_of("seed", "bootstrap"), "window": S.at_least(1),
         "temperature": S.positive, "threshold": S.in_interval(0, 1), "agreement": S.in_interval(0, 1)})

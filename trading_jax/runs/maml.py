@@ -109,12 +109,6 @@ class _Top:
     every: int = 50
 
 
-def _pairs(table) -> tuple:
-    if not isinstance(table, dict):
-        raise TypeError
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
-
-
 def load(raw: dict, file) -> MAMLExperiment:
     """A `MAMLExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
     from trading_jax.meta import MAMLConfig, SyntheticRegimeTasks
@@ -132,7 +126,7 @@ def load(raw: dict, file) -> MAMLExperiment:
     maml = S.build(MAMLConfig, maml_table, file, "maml", {
         "inner_steps": S.at_least(1), "inner_lr": S.positive, "meta_lr": S.positive, "meta_batch": S.at_least(1),
         "support": S.at_least(1), "query": S.at_least(1), "meta_steps": S.at_least(1), "max_grad_norm": S.positive,
-        "adam_eps_root": S.positive}, convert={"model_kwargs": _pairs})
+        "adam_eps_root": S.positive}, convert={"model_kwargs": S.kwargs_pairs})
     if maml.task != "regression":
         raise S.ConfigError(f"{file}: [maml] task = {maml.task!r}: MAML experiments forecast returns; use "
                             "task = \"regression\"")

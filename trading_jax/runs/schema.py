@@ -96,6 +96,14 @@ def at_least(n: int) -> Check:
     return lambda x: None if isinstance(x, int) and x >= n else f"expected an integer >= {n}"
 
 
+def kwargs_pairs(table) -> tuple:
+    """A keyword-argument table (`[train.model_kwargs]`, ...) as sorted hashable `(name, value)` pairs
+    (lists become tuples); TypeError for a non-table (`build`'s `convert` turns it into a ConfigError)."""
+    if not isinstance(table, dict):
+        raise TypeError
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
+
+
 def check_seeds(seeds, file) -> None:
     """Every experiment repeats over one or more distinct seeds."""
     if not seeds or len(set(seeds)) != len(seeds):

@@ -136,12 +136,6 @@ MONITOR_CHECKS = {"window": S.at_least(2), "accuracy_threshold": S.in_interval(0
                   "ic_threshold": S.in_interval(-1, 1), "ece_threshold": S.in_interval(0, 1)}
 
 
-def _model_kwargs(table) -> tuple:
-    if not isinstance(table, dict):
-        raise TypeError
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
-
-
 def check_model(train: dict, file, where: str = "train") -> None:
     """The model name, preset and keyword arguments of table `[where]`, checked by building the module (no params yet)."""
     from trading_jax.models import available, create
@@ -207,7 +201,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
     check_model(train, file)
     train.setdefault("model_kwargs", {})
     config = S.build(TrainConfig, train, file, "train", TRAIN_CHECKS,
-                     convert={"model_kwargs": _model_kwargs, "multitask_weights": _multitask_weights})
+                     convert={"model_kwargs": S.kwargs_pairs, "multitask_weights": _multitask_weights})
     data_table = dict(raw.get("data", {}))
     repair = data_table.get("repair", ())
     if isinstance(repair, list) and any(r not in REPAIRS for r in repair):
