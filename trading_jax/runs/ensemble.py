@@ -176,16 +176,21 @@ def _train_group(experiment, name, cfg, members, data, seed, out: Path, show_pro
 # ---------------------------------------------------------------------------------------- evaluation
 
 
-def _scores(probs, labels, acted=None) -> dict:
-    """accuracy, log loss (mean NLL) and coverage of class probabilities `[n, C]` (on `acted` samples)."""
+def _scores(probs, labels, acted=None, majority: int | None = None) -> dict:
+    """accuracy, log loss (mean NLL) and coverage of class probabilities `[n, C]` (on `acted` samples), and
+    with `majority` (the training split's majority class) that constant's accuracy on the same samples: a
+    filter that acts where the majority class is common would otherwise look skilful."""
     labels = np.asarray(labels)
     acted = np.ones(len(labels), bool) if acted is None else np.asarray(acted, bool)
     n = max(int(acted.sum()), 1)
     p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     correct = np.argmax(probs, -1) == labels
-    return {"accuracy": float(correct[acted].sum() / n) if acted.any() else float("nan"),
-            "log_loss": float(-np.log(p)[acted].sum() / n) if acted.any() else float("nan"),
-            "coverage": float(acted.mean())}
+    out = {"accuracy": float(correct[acted].sum() / n) if acted.any() else float("nan"),
+           "log_loss": float(-np.log(p)[acted].sum() / n) if acted.any() else float("nan"),
+           "coverage": float(acted.mean())}
+    if majority is not None:
+        out["majority_accuracy"] = float((labels == majority)[acted].sum() / n) if acted.any() else float("nan")
+    return out
 
 
 def _rolling_probs(member_probs, labels, asset, t, horizon: int, window: int, temperature: float):
@@ -204,7 +209,7 @@ def _rolling_probs(member_probs, labels, asset, t, horizon: int, window: int, te
     return out
 
 
-def evaluate_seed(experiment: EnsembleExperiment, member_probs_val, member_probs_test, y_val, test) -> dict:
+def evaluate_seed(experiment: EnsembleExperiment, member_probs_val, member_probs_test, y_val, test, y_train) -> dict:
     """Scores of every member, the best and mean member, and every combination rule on the test split."""
     from trading_jax.ensemble import (
         agreement_filter, classification_uncertainty, confidence_weighted, member_directions, weighted_average,
@@ -228,15 +233,15 @@ def evaluate_seed(experiment: EnsembleExperiment, member_probs_val, member_probs
     conf_pred, _ = confidence_weighted(probs)
     rows["ensemble_confidence"] = _scores(np.asarray(conf_pred), y)
     ensemble_conf = np.max(equal, -1)
-    rows["ensemble_threshold"] = _scores(equal, y, ensemble_conf >= spec.threshold)
+    majority = int(np.bincount(np.asarray(y_train), minlength=equal.shape[-1]).argmax())
+    rows["ensemble_threshold"] = _scores(equal, y, ensemble_conf >= spec.threshold, majority)
     rows["ensemble_agreement"] = _scores(equal, y, np.asarray(agreement_filter(member_directions(probs),
-                                                                                  spec.agreement).mask))
+                                                                                  spec.agreement).mask), majority)
     spread = np.asarray(classification_uncertainty(probs).mutual_information)
     calm = spread <= np.median(spread)
-    rows["ensemble_mean_certain_half"] = _scores(equal, y, calm)
-    rows["ensemble_mean_uncertain_half"] = _scores(equal, y, ~calm)
-    majority = int(np.bincount(np.asarray(y_val), minlength=equal.shape[-1]).argmax())
-    rows["baseline_majority_class"] = _scores(np.eye(equal.shape[-1])[np.full(len(y), majority)], y)
+    rows["ensemble_mean_certain_half"] = _scores(equal, y, calm, majority)
+    rows["ensemble_mean_uncertain_half"] = _scores(equal, y, ~calm, majority)
+    rows["baseline_majority_class"] = _scores(np.eye(equal.shape[-1])[np.full(len(y), majority)], y, None, majority)
     return {"rows": rows, "members": members, "best_member_index": best, "val_log_loss": val_loss}
 
 
@@ -277,7 +282,7 @@ def run(experiment: EnsembleExperiment, out_dir: str | Path, overwrite: bool = F
                 if not np.isfinite(probs_test[-1]).all():
                     failed = f"a {name} member predicts NaN or inf"
             scores = None if failed else evaluate_seed(experiment, np.concatenate(probs_val), np.concatenate(probs_test),
-                                                       val.y, test)
+                                                       val.y, test, train.y)
             per_seed.append({"seed": seed, "seconds": seconds, "failed": failed, **(scores or {})})
         failures = [s for s in per_seed if s["failed"]]
         ok = [s for s in per_seed if not s["failed"]]
@@ -312,15 +317,18 @@ def results_table(experiment: EnsembleExperiment, info: dict, summary: dict, dif
              "Mean over seeds with a 95% Student-t interval over seeds. Best member: lowest validation loss. "
              f"threshold: acts where the mean ensemble's confidence >= {e.threshold}; agreement: where >= "
              f"{e.agreement:.0%} of members agree; certain/uncertain half: split by the members' disagreement "
-             "(mutual information). Accuracy there is on the acted samples only; coverage is the share acted on.", ""]
+             "(mutual information). Accuracy there is on the acted samples only; coverage is the share acted on; the last column "
+             "is the accuracy of the training split's majority class on those same samples (what a filter must beat).", ""]
     if failures:
         lines += [f"**{FAILED}**: " + "; ".join(f"seed {s['seed']}: {s['failed']}" for s in failures)
                   + ". Failed seeds are left out of every row.", ""]
     if not summary:
         return "\n".join(lines) + "\n"
-    lines += ["| predictor | accuracy | log loss | coverage |", "| --- | --- | --- | --- |"]
+    lines += ["| predictor | accuracy | log loss | coverage | majority class on the same samples |",
+              "| --- | --- | --- | --- | --- |"]
     for row, m in summary.items():
-        lines.append(f"| {row} | {cell(m['accuracy'])} | {cell(m['log_loss'])} | {cell(m['coverage'], interval=False)} |")
+        lines.append(f"| {row} | {cell(m['accuracy'])} | {cell(m['log_loss'])} | {cell(m['coverage'], interval=False)} "
+                     f"| {cell(m.get('majority_accuracy'))} |")
     if diffs:
         lines += ["", "Paired differences over seeds, rule minus best member on every test sample (accuracy: higher is "
                   "better; log loss: lower is better):", "", "| rule | accuracy difference | log loss difference |", "| --- | --- | --- |"]
