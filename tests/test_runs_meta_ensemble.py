@@ -87,6 +87,8 @@ episodes = 12
 every_updates = 1
 [ensemble]
 val_episodes = 4
+[ensemble.hparams]
+lr = [0.0003, 0.001]
 """
 
 
@@ -115,6 +117,9 @@ def write(tmp_path, text, name="tiny.toml") -> Path:
     (PPO_ENSEMBLE, ("seeds = [0, 1]", "seeds = [0]"), "an ensemble needs at least 2 agents"),
     (PPO_ENSEMBLE, ("val_episodes = 4", "val_episodes = 4\ndiscount = 1.5"),
      "[ensemble] discount = 1.5: expected a number in (0, 1]"),
+    (PPO_ENSEMBLE, ("lr = [0.0003, 0.001]", "lr = [0.0003]"), "[ensemble.hparams] lr = [0.0003]: expected a list of 2"),
+    (PPO_ENSEMBLE, ("lr = [0.0003, 0.001]", "lrr = [0.0003, 0.001]"),
+     "[ensemble.hparams] unknown key 'lrr' (did you mean 'lr'?)"),
 ])
 def test_nonsense_in_a_meta_or_ensemble_file_is_one_line_naming_the_table(tmp_path, text, change, message):
     old, new = change
@@ -176,7 +181,8 @@ def test_a_tiny_ppo_ensemble_run_scores_every_agent_thompson_and_the_sharpe_pick
     pick = next(r for r in report["rows"] if r["label"] == "sharpe_pick")
     assert pick["mean"] == picked["mean"]  # FinRL's rule trades the picked agent on the same test episodes
     assert len(report["thompson_arms"]) == 12 and sum(report["thompson_share"]) == pytest.approx(1.0)
-    assert "Thompson" in (tmp_path / "run" / "results.md").read_text()
+    text = (tmp_path / "run" / "results.md").read_text()
+    assert "Thompson" in text and "lr [0.0003, 0.001]" in text  # the agents differ by seed and learning rate
 
 
 HANG = """

@@ -8,6 +8,9 @@ The file is a PPO experiment file (`trading_jax.runs.ppo`: [env], [env.kwargs], 
     warm_start      start the posteriors from the validation returns instead of round-robin pulls (false)
     initial_pulls   round-robin test episodes per agent before sampling (default 1; 0 with warm_start)
     val_episodes    validation episodes per agent for FinRL's rule (default 200)
+    [ensemble.hparams]  optional per-agent hyperparameters: lists with one value per seed of any vmappable
+                    PPO hyperparameter (lr, gamma, gae_lambda, clip_eps, vf_coef, ent_coef, max_grad_norm),
+                    e.g. `lr = [1e-4, 3e-4, 1e-3, 3e-3]`: agents then differ by seed AND setting
 
 The run trains the K agents as ONE population through `trading_jax.loop.fit` (Orbax checkpoints, resume,
 TensorBoard), then (`trading_jax.ensemble.compare_agents`): every agent plays `val_episodes` validation
@@ -46,6 +49,7 @@ class ThompsonSpec:
     warm_start: bool = False
     initial_pulls: int = 1
     val_episodes: int = 200
+    hparams: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,8 @@ def load(raw: dict, file) -> PPOEnsembleExperiment:
     table = raw.get("ensemble", {})
     if not isinstance(table, dict):
         raise S.ConfigError(f"{file}: ensemble must be a table ([ensemble])")
+    table = dict(table)
+    grid = table.pop("hparams", {})
     spec = S.build(ThompsonSpec, table, file, "ensemble", {
         "discount": S.in_interval(0, 1, low_open=True), "initial_pulls": S.at_least(0), "val_episodes": S.at_least(2)})
     if spec.warm_start and "initial_pulls" not in table:
@@ -81,7 +87,26 @@ def load(raw: dict, file) -> PPOEnsembleExperiment:
     experiment = ppo.load({k: v for k, v in raw.items() if k != "ensemble"} | {"algorithm": "ppo"}, file)
     if len(experiment.seeds) < 2:
         raise S.ConfigError(f"{file}: seeds = {list(experiment.seeds)}: an ensemble needs at least 2 agents (one per seed)")
+    spec = dataclasses.replace(spec, hparams=_check_grid(grid, len(experiment.seeds), file))
     return PPOEnsembleExperiment(ppo=experiment, ensemble=spec, file=str(file))
+
+
+def _check_grid(grid, agents: int, file) -> tuple:
+    """[ensemble.hparams] as sorted `(name, values)` pairs: known PPO hyperparameters, one finite value per agent."""
+    import math
+
+    from trading_jax.rl.ppo import PPOHyperparams
+
+    if not isinstance(grid, dict):
+        raise S.ConfigError(f"{file}: [ensemble] hparams must be a table ([ensemble.hparams])")
+    S.check_keys(grid, [f.name for f in dataclasses.fields(PPOHyperparams)], file, "ensemble.hparams")
+    for name, values in grid.items():
+        ok = isinstance(values, list) and len(values) == agents and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values)
+        if not ok:
+            raise S.ConfigError(f"{file}: [ensemble.hparams] {name} = {values!r}: expected a list of {agents} finite "
+                                f"non-negative numbers, one per seed")
+    return tuple(sorted((k, tuple(float(v) for v in vs)) for k, vs in grid.items()))
 
 
 def run(experiment: PPOEnsembleExperiment, out_dir: str | Path, overwrite: bool = False,
@@ -91,7 +116,7 @@ def run(experiment: PPOEnsembleExperiment, out_dir: str | Path, overwrite: bool 
     from trading_jax.ensemble.agents import compare_agents, ppo_policy_fn, summarize_comparison
     from trading_jax.logging import TensorBoardWriter
     from trading_jax.loop import fit
-    from trading_jax.rl.ppo import make_trainer
+    from trading_jax.rl.ppo import hyperparam_grid, make_trainer
     from trading_jax.runs.ppo import build_envs
 
     exp, spec = experiment.ppo, experiment.ensemble
@@ -106,7 +131,10 @@ def run(experiment: PPOEnsembleExperiment, out_dir: str | Path, overwrite: bool 
         if folder.claim(record, {"files": files, **{k: v for k, v in info.items() if k != "source"}}) == "resume":
             log.info("%s: resuming the run in %s", exp.name, out)
         try:
-            trainer = make_trainer(config, env, train_params).population(len(seeds))
+            grid = None
+            if spec.hparams:
+                grid = hyperparam_grid(config.hyperparams(), **{k: list(v) for k, v in spec.hparams})
+            trainer = make_trainer(config, env, train_params).population(len(seeds), hparams=grid)
         except TypeError as error:
             raise S.ConfigError(f"{exp.file}: [ppo] {error}") from None
         start = time.perf_counter()
@@ -156,8 +184,9 @@ def results_table(experiment: PPOEnsembleExperiment, info: dict, report: dict) -
     """Markdown: one row per agent, the Thompson ensemble and the Sharpe pick (mean, 95% CI, paired difference)."""
     exp, spec = experiment.ppo, experiment.ensemble
     lines = [f"# {exp.name}", "",
-             f"Env `{exp.env}`; data: {info.get('source')}. {len(exp.seeds)} PPO agents (seeds {list(exp.seeds)}) "
-             f"trained in one vmapped population ({report['train_seconds']:.0f} s).",
+             f"Env `{exp.env}`; data: {info.get('source')}. {len(exp.seeds)} PPO agents (seeds {list(exp.seeds)}"
+             + "".join(f"; {k} {list(v)}" for k, v in spec.hparams)
+             + f") trained in one vmapped population ({report['train_seconds']:.0f} s).",
              f"Thompson ensemble: one decision per episode, Normal-Inverse-Gamma posteriors over episode returns, "
              f"discount {spec.discount}, {'warm-started from validation' if spec.warm_start else f'{spec.initial_pulls} round-robin episode(s) per agent first'}. "
              f"FinRL's rule: the agent with the best Sharpe ratio over {spec.val_episodes} validation episodes "
