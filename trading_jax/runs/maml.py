@@ -30,6 +30,9 @@ For every seed the run
 Held-out tasks: synthetic regimes drawn from keys no meta-training step uses; real held-out assets are
 never meta-trained or pre-trained on, their support is the LAST k samples of their train + val splits
 and their query is their test split (after the embargo), so adaptation reads no bar of the query period.
+Real assets too short for the largest k (or without a test sample) are never held out. Each real asset's
+targets are scaled by the std of its own training-split targets (past data only), as a synthetic task's
+are by its support period.
 The table gives the mean over seeds of the per-seed mean over held-out tasks, with a 95% t-interval over
 seeds, and paired differences (MAML minus each baseline, over seeds).
 """
