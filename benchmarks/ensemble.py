@@ -5,7 +5,7 @@ of N_TRAIN synthetic windows (32 steps x 45 features), EPOCHS epochs, batch 64, 
 after every epoch. Two models: the tiny TCN classifier (3 classes; the default experiment's model) and the
 tiny LSTM regressor (2 layers of 16).
 
-Ours: `trading_jax.ensemble.make_ensemble_trainer(config, data, 8, diversity="bootstrap").train(key)`: every
+Ours: `make_ensemble_trainer(make_trainer(config, data), 8, diversity="bootstrap").train(key)`: every
 member in one compiled program (vmap over params and optimiser state; on CPU its 1-D convolutions are
 computed as matmuls of shifted inputs, `conv="auto"`). Peer: the plain supervised trainer
 (`make_trainer(config, data).train(key_j, args=... train_index_j)`, the model's own convolutions) called
@@ -101,7 +101,7 @@ def bench_model(name: str, config, n_train: int, n_val: int, members: int, repea
 
     data = dataset(n_train, n_val, config.task)
     boot_key, key = jax.random.key(1), jax.random.key(0)
-    ensemble = make_ensemble_trainer(config, data, members, diversity="bootstrap", bootstrap_key=boot_key)
+    ensemble = make_ensemble_trainer(make_trainer(config, data), members, diversity="bootstrap", bootstrap_key=boot_key)
     keys = jax.random.split(key, members)
     index = ensemble.train_index
     single = make_trainer(config, data)
@@ -128,7 +128,8 @@ def bench_model(name: str, config, n_train: int, n_val: int, members: int, repea
         "ratio": peer_s / ours_s,
     }
     if extra:
-        grouped = make_ensemble_trainer(config, data, members, diversity="bootstrap", bootstrap_key=boot_key, conv="xla")
+        grouped = make_ensemble_trainer(make_trainer(config, data), members, diversity="bootstrap", bootstrap_key=boot_key,
+                                        conv="xla")
         timed(lambda: grouped.train(key))
         out["population_xla_conv"] = {"what": "the same population with the model's own (grouped under vmap) "
                                               "convolutions, conv='xla'",

@@ -62,7 +62,7 @@ def assert_close_trees(a, b, atol=1e-5):
 
 def test_a_vmapped_ensemble_of_seeds_and_a_hyperparameter_grid_equals_its_members_trained_one_by_one(single):
     grid = hyperparam_grid(hyperparams(CONFIG), learning_rate=[1e-3, 3e-3, 1e-2], weight_decay=[0.0, 1e-4, 1e-3])
-    ensemble = make_ensemble_trainer(CONFIG, tiny_data(), M, diversity="seed+hparams", hparams_grid=grid)
+    ensemble = make_ensemble_trainer(make_trainer(CONFIG, tiny_data()), M, diversity="seed+hparams", hparams_grid=grid)
     key = jax.random.key(0)
     result = ensemble.train(key)  # the grid is the population's default hyperparameters
     keys = jax.random.split(key, M)
@@ -79,7 +79,7 @@ def test_a_bootstrap_ensemble_through_fit_resumes_and_equals_its_members_on_thei
     boot_key = jax.random.key(7)
 
     def build():  # as after a restart: the same bootstrap key gives the same resamples
-        return make_ensemble_trainer(CONFIG, data, M, diversity="bootstrap", bootstrap_key=boot_key)
+        return make_ensemble_trainer(make_trainer(CONFIG, data), M, diversity="bootstrap", bootstrap_key=boot_key)
 
     ensemble = build()
     np.testing.assert_array_equal(ensemble.train_index, bootstrap_indices(boot_key, M, 64))
@@ -133,16 +133,16 @@ def test_bootstrap_resamples_are_deterministic_drawn_with_replacement_and_differ
 def test_ensemble_trainer_arguments_are_checked(single):
     data = tiny_data()
     with pytest.raises(ValueError, match="bootstrap_key"):
-        make_ensemble_trainer(CONFIG, data, M, diversity="bootstrap")
+        make_ensemble_trainer(make_trainer(CONFIG, data), M, diversity="bootstrap")
     with pytest.raises(ValueError, match="hparams_grid"):
-        make_ensemble_trainer(CONFIG, data, M, diversity="hparams")
+        make_ensemble_trainer(make_trainer(CONFIG, data), M, diversity="hparams")
     with pytest.raises(ValueError, match="diversity must be"):
-        make_ensemble_trainer(CONFIG, data, M, diversity="bagging")
+        make_ensemble_trainer(make_trainer(CONFIG, data), M, diversity="bagging")
     with pytest.raises(ValueError, match="conv must be"):
-        make_ensemble_trainer(CONFIG, data, M, conv="fft")
+        make_ensemble_trainer(make_trainer(CONFIG, data), M, conv="fft")
     grid = hyperparam_grid(hyperparams(CONFIG), learning_rate=[1e-3, 3e-3])
     with pytest.raises(ValueError, match="leading axis of 3"):
-        make_ensemble_trainer(CONFIG, data, M, diversity="hparams", hparams_grid=grid)
+        make_ensemble_trainer(make_trainer(CONFIG, data), M, diversity="hparams", hparams_grid=grid)
     with pytest.raises(ValueError, match="train_index must be an integer array of shape"):
         single.train(jax.random.key(0), args={"data": data, "params": None, "train_index": jnp.zeros(10, jnp.int32)})
 

@@ -244,10 +244,10 @@ def test_ppo_members_plug_into_the_ensemble(trending):
     keys = jax.random.split(jax.random.key(0), 2)
     members = ppo.PolicyParams(jax.vmap(lambda k: model.init(k, jnp.zeros((1, size)))["params"])(keys),
                                jax.vmap(lambda _: obs_norm_init((size,)))(jnp.arange(2)))
-    policy_fn = agents.ppo_policy_fn(config, env, params)
+    policy_fn = ppo.ppo_policy_fn(config, env, params)
     out = agents.evaluate_ensemble(env, params, members, policy_fn, jax.random.key(1), 6)
     assert out.returns.shape == (6,) and bool(jnp.all(jnp.isfinite(out.returns)))
     np.testing.assert_array_equal(out.arms[:2], [0, 1])
     assert bool(jnp.all(out.done))
     with pytest.raises(ValueError, match="n_agents"):
-        agents.train_agents(config, jax.random.key(0))
+        ppo.train_agents(config, jax.random.key(0))

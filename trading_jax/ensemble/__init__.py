@@ -1,7 +1,7 @@
 """Ensembles: members trained in one vmapped call (seeds, bootstrap resamples, hyperparameter grids),
 heterogeneous groups of architectures, and the rules that combine their predictions (seed 002).
 
-    trainer = make_ensemble_trainer(config, data, members=8, diversity="bootstrap", bootstrap_key=key_b)
+    trainer = make_ensemble_trainer(make_trainer(config, data), members=8, diversity="bootstrap", bootstrap_key=key_b)
     result = trading_jax.loop.fit(trainer, key)              # checkpoints, exact resume
     probs = predict_members([EnsembleGroup.from_result("tcn", config, result), lstm_group], x)   # [M, n, C]
     pred, conf = confidence_weighted(probs, weights)

@@ -1,8 +1,8 @@
 """An ensemble of RL agents: K PPO members trained in one vmapped call, combined by Thompson sampling
 over their recent episode returns, or by FinRL's rule (the single member with the best validation Sharpe).
 
-    members = train_agents(config, key, n_agents=4)                     # PPOResult, leaves [4, ...]
-    policy_fn = ppo_policy_fn(config, env, env_params)                  # member params -> policy
+    members = rl.ppo.train_agents(config, key, n_agents=4)              # PPOResult, leaves [4, ...]
+    policy_fn = rl.ppo.ppo_policy_fn(config, env, env_params)           # member params -> policy
     out = evaluate_ensemble(env, env_params, members, policy_fn, key, n_episodes=200, discount=0.95)
     out.returns, out.arms                                               # [200], [200]
     table = compare_agents(env, env_params, members, policy_fn, test_key, 200,
@@ -11,7 +11,7 @@ over their recent episode returns, or by FinRL's rule (the single member with th
 **Members** are any pytree whose leaves have a leading member axis `[K, ...]` (a PPO population's
 `PPOResult`, a `PolicyParams`, or stand-ins), and `policy_fn(member) -> policy` turns ONE member's
 params (the leaves indexed `a[k]`, possibly traced) into a policy for one environment as
-`trading_jax.rl.evaluation` runs them: `policy(obs, state, key, env_params) -> action` or a
+`trading_jax.evaluation.rollout` runs them: `policy(obs, state, key, env_params) -> action` or a
 `RecurrentPolicy`. `policy_fn` must be hashable (a function is): it is a static argument of the
 compiled programs, so keep one `policy_fn` per setting to reuse the compilation.
 
@@ -19,7 +19,7 @@ compiled programs, so keep one `policy_fn` per setting to reuse the compilation.
 sequence as one jitted `lax.scan`: draw each member's mean return from its Normal-Inverse-Gamma
 posterior (`trading_jax.ensemble.thompson`), pick the member with the largest draw, gather its params
 (`jax.tree.map(lambda a: a[arm], members)`: one policy is compiled, not K), run it for one episode
-(`trading_jax.rl.evaluation.rollout`), and update that member's posterior with the episode's total
+(`trading_jax.evaluation.rollout.rollout`), and update that member's posterior with the episode's total
 reward. With `discount < 1` old episodes are forgotten, so the choice follows a change of regime.
 The first `initial_pulls` rounds play the members in turn (each member gets `initial_pulls` episodes
 before any sampling), so the posterior of every member starts from its own returns rather than from a
@@ -30,7 +30,7 @@ validation returns).
 **Paired episodes.** Episode i of a run with `key` uses the env key `episode_keys(key, n)[0][i]` (its
 reset, market noise and policy noise), whoever acts: `member_returns` runs every member on those same
 episodes, so the ensemble's return on episode i, the member it chose, and every other member's return
-on episode i can be compared pair by pair (common random numbers; see `rl.evaluation`).
+on episode i can be compared pair by pair (common random numbers; see `evaluation.rollout`).
 
 **FinRL's rule** (`pick_by_sharpe`): run every member on validation episodes, keep the member with the
 largest Sharpe ratio of its episode returns (mean / sample std, ddof 1, not annualised), and trade
@@ -48,14 +48,12 @@ import numpy as np
 
 from trading_jax.ensemble import thompson
 from trading_jax.evaluation.stats import paired_difference, summarize
-from trading_jax.rl.evaluation import default_max_steps, rollout
+from trading_jax.evaluation.rollout import default_max_steps, rollout
 
 Array = jax.Array
 
 __all__ = [
     "EnsembleResult",
-    "train_agents",
-    "ppo_policy_fn",
     "n_members",
     "member",
     "episode_keys",
@@ -88,44 +86,6 @@ class EnsembleResult(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------- members
-
-
-def train_agents(config, key: Array, n_agents: int | None = None, hparams=None, env=None, env_params=None):
-    """Train K PPO agents in ONE vmapped compilation: `make_trainer(config).population(K).train(keys)`.
-
-    Args:
-        config: a `trading_jax.rl.ppo.PPOConfig`.
-        key: PRNG key, split into the K members' keys.
-        n_agents: K (seeds of one setting); may be left out when `hparams` is given.
-        hparams: optional `PPOHyperparams` with `[K]` leaves (`ppo.hyperparam_grid`): one setting per member.
-        env, env_params: as `ppo.make_trainer`.
-
-    Returns:
-        A `PPOResult` whose leaves have a leading `[K]` member axis.
-    """
-    from trading_jax.rl import ppo
-
-    if hparams is not None:
-        k = int(jax.tree.leaves(hparams)[0].shape[0])
-        if n_agents is not None and int(n_agents) != k:
-            raise ValueError(f"n_agents={n_agents} but hparams hold {k} settings")
-    elif n_agents is None:
-        raise ValueError("give n_agents or a hyperparameter grid")
-    else:
-        k = int(n_agents)
-    trainer = ppo.make_trainer(config, env, env_params).population(k)
-    return trainer.train(jax.random.split(key, k), hparams)
-
-
-def ppo_policy_fn(config, env=None, env_params=None, deterministic: bool = True) -> Callable:
-    """`policy_fn(member) -> policy` for PPO members (anything with `.params` and `.obs_norm`):
-    `trading_jax.rl.ppo.as_policy` of the member. Build it once and reuse it (it keys the compilation)."""
-    from trading_jax.rl import ppo
-
-    def policy_fn(one):
-        return ppo.as_policy(config, ppo.PolicyParams(one.params, one.obs_norm), env, env_params, deterministic)
-
-    return policy_fn
 
 
 def n_members(members) -> int:

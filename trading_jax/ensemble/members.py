@@ -13,7 +13,8 @@ compiled program. Their diversity comes from
 
 They combine ("seed" with either or both). The entry point is
 
-    trainer = make_ensemble_trainer(config, data, members=8, diversity="bootstrap", bootstrap_key=jax.random.key(1))
+    trainer = make_ensemble_trainer(make_trainer(config, data), members=8, diversity="bootstrap",
+                                    bootstrap_key=jax.random.key(1))          # make_trainer: trading_jax.training
     result = fit(trainer, jax.random.key(0), checkpointer=ckpt)     # checkpoints and exact resume as any run
     group = EnsembleGroup.from_result("tcn", config, result)        # params [M]
 
@@ -41,7 +42,6 @@ import jax.numpy as jnp
 
 from trading_jax.ensemble.conv import default_conv, matmul_convolutions, with_matmul_convolutions
 from trading_jax.loop import FunctionTrainer
-from trading_jax.training.config import Dataset, TrainConfig
 
 __all__ = [
     "DIVERSITY", "bootstrap_indices", "make_ensemble_trainer", "EnsembleGroup", "predict_members",
@@ -75,24 +75,23 @@ def _diversity(diversity) -> frozenset[str]:
 
 
 def make_ensemble_trainer(
-    config: TrainConfig,
-    data: Dataset,
+    trainer: FunctionTrainer,
     members: int,
     diversity: str | Sequence[str] = "seed",
     hparams_grid=None,
     bootstrap_key=None,
-    mesh=None,
     conv: str = "auto",
 ) -> FunctionTrainer:
-    """M supervised members of one architecture as ONE vmapped `FunctionTrainer` (a population).
+    """M members of one architecture as ONE vmapped `FunctionTrainer` (a population) of `trainer`.
 
     Drive it with `trading_jax.loop.fit(trainer, key)` (key: one key, split into the M member keys, or `[M]`
     keys), which gives checkpoints, validation records, TensorBoard and exact resume; or `trainer.train(key)`.
     Its result is the supervised `TrainResult` with a leading member axis on every leaf.
 
     Args:
-        config: the members' training configuration (architecture, epochs, batch size, ...).
-        data: the shared `Dataset` (one copy, never repeated per member).
+        trainer: one member's trainer, e.g. `trading_jax.training.make_trainer(config, data)` (its dataset is
+            shared by every member, never repeated). "bootstrap" needs a trainer that reads a per-run
+            `args["train_index"]` and says how many rows it resamples in `trainer.n_train` (the supervised one).
         members: M >= 1.
         diversity: "seed", "bootstrap", "hparams", or several (a sequence or "bootstrap+hparams"). Members
             always get distinct keys from `fit`; "bootstrap" adds a resample per member, "hparams" a grid.
@@ -100,7 +99,6 @@ def make_ensemble_trainer(
             learning_rate=[...])`); it becomes the population's default hyperparameters.
         bootstrap_key: with "bootstrap": the key of the resamples (`bootstrap_indices(bootstrap_key, M, n_train)`,
             exposed as `trainer.train_index`).
-        mesh: as in `make_trainer` (minibatches sharded over a "data" axis).
         conv: how 1-D convolutions compute: "matmul" (as one matmul of shifted inputs: under `vmap` these
             stay dense, where XLA's CPU backend runs the grouped convolutions of vmapped conv kernels several
             times slower; `trading_jax.ensemble.conv`), "xla" (the model's own convolutions), or "auto"
@@ -110,8 +108,6 @@ def make_ensemble_trainer(
         ValueError: an unknown diversity or conv, "hparams" without a grid of M members (or a grid without
             "hparams"), "bootstrap" without a key.
     """
-    from trading_jax.training.train import make_trainer
-
     kinds = _diversity(diversity)
     members = int(members)
     if members < 1:
@@ -122,11 +118,13 @@ def make_ensemble_trainer(
     if "bootstrap" in kinds and bootstrap_key is None:
         raise ValueError("diversity 'bootstrap' needs bootstrap_key (the resamples are drawn from it)")
     conv = _conv_mode(conv)
-    base = make_trainer(config, data, mesh=mesh)
-    n_train = int(jax.tree.leaves(data.x_train)[0].shape[0])
+    base = trainer
     member_args, extras = None, dict(base.extras)
     if "bootstrap" in kinds:
-        index = bootstrap_indices(bootstrap_key, members, n_train)
+        if "n_train" not in extras:
+            raise ValueError("diversity 'bootstrap' needs a trainer that resamples its rows through args['train_index'] "
+                             "and exposes n_train (trading_jax.training.make_trainer)")
+        index = bootstrap_indices(bootstrap_key, members, int(extras["n_train"]))
         member_args = {"train_index": index}
         extras["train_index"] = index
     extras["diversity"] = tuple(k for k in DIVERSITY if k in kinds)
@@ -153,16 +151,16 @@ class EnsembleGroup(NamedTuple):
 
     Attributes:
         name: the group's name (e.g. "tcn").
-        config: the `TrainConfig` the members were trained with (model, preset, kwargs, task, dtype).
+        config: the config the members were trained with (e.g. a `TrainConfig`: `build_model()`, `task`, `compute_dtype`).
         params: the members' params, every leaf with a leading member axis `[M, ...]`.
     """
 
     name: str
-    config: TrainConfig
+    config: Any
     params: Any
 
     @classmethod
-    def from_result(cls, name: str, config: TrainConfig, result, best: bool = True) -> "EnsembleGroup":
+    def from_result(cls, name: str, config, result, best: bool = True) -> "EnsembleGroup":
         """A group from a population's `TrainResult`: its `best_params` (lowest validation loss) or last `params`."""
         return cls(name, config, result.best_params if best else result.params)
 
@@ -174,7 +172,7 @@ class EnsembleGroup(NamedTuple):
         return int(jnp.shape(leaves[0])[0])
 
 
-def _default_output(config: TrainConfig) -> str:
+def _default_output(config) -> str:
     if config.task == "classification":
         return "probs"
     if config.task == "regression":
@@ -183,9 +181,9 @@ def _default_output(config: TrainConfig) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _group_apply(config: TrainConfig, output: str, conv: str):
+def _group_apply(config, output: str, conv: str):
     """`jit(vmap(apply))`: params `[M, ...]`, x `[n, T, F]` -> the output of every member `[M, n, ...]`."""
-    from trading_jax.training.steps import cast_floating, compute_dtype
+    from trading_jax.models.precision import cast_floating, compute_dtype
 
     model = config.build_model()
     dtype = compute_dtype(config)

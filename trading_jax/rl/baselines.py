@@ -4,7 +4,7 @@ A policy is a pure function
 
     policy(obs, state, key, env_params) -> action
 
-of ONE environment's observation and state (vmap it for a batch; `trading_jax.rl.evaluation` does). Every
+of ONE environment's observation and state (vmap it for a batch; `trading_jax.evaluation.rollout` does). Every
 baseline here is deterministic (the key is unused), jittable and vmappable, and reads only what is known
 at the decision: the observation (bars <= t, the book at t) and, where stated, static settings of the
 environment or fields of `env_params` that do not change during an episode (e.g. the volume-profile

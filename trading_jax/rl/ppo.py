@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ from trading_jax import parallel
 from trading_jax.features.normalize import NormalizerState
 from trading_jax.loop import FunctionTrainer, hyperparam_grid as _grid
 from trading_jax.rl.distributions import ActionDistribution
-from trading_jax.rl.evaluation import RecurrentPolicy, default_max_steps, rollout
+from trading_jax.evaluation.rollout import RecurrentPolicy, default_max_steps, rollout
 from trading_jax.rl.gae import bootstrap_values, gae
 from trading_jax.rl.losses import explained_variance, ppo_loss
 from trading_jax.rl.normalizers import (RewardNormState, obs_norm_apply, obs_norm_init, obs_norm_update,
@@ -71,6 +71,8 @@ from trading_jax.rl.normalizers import (RewardNormState, obs_norm_apply, obs_nor
 Array = jax.Array
 
 __all__ = [
+    "train_agents",
+    "ppo_policy_fn",
     "PPOConfig",
     "PPOHyperparams",
     "PPOState",
@@ -628,7 +630,7 @@ def make_policy(config: PPOConfig, env=None, env_params=None):
 
 
 def as_policy(config: PPOConfig, policy_params, env=None, env_params=None, deterministic: bool = True):
-    """The trained policy for ONE environment, as `trading_jax.rl.evaluation` runs policies (`rollout`,
+    """The trained policy for ONE environment, as `trading_jax.evaluation.rollout` runs policies (`rollout`,
     `rollout_episodes`, `compare`): `policy(obs, state, key, env_params) -> action`, or for a recurrent
     config a `RecurrentPolicy` whose carry starts at zeros each episode.
 
@@ -660,7 +662,7 @@ def evaluate(config: PPOConfig, result, env=None, env_params=None, key=None, n_e
              deterministic: bool = True, max_steps: int | None = None) -> dict:
     """Run `n_episodes` envs for one episode each with the trained policy (vectorised, one `lax.scan`).
 
-    The episodes are those of `trading_jax.rl.evaluation.rollout` (common random numbers: with the same
+    The episodes are those of `trading_jax.evaluation.rollout.rollout` (common random numbers: with the same
     `key` and `n_episodes`, `compare` runs the baselines on the same episode starts and market noise).
 
     Args:
@@ -688,7 +690,7 @@ def make_evaluator(config: PPOConfig, env, env_params, n_episodes: int = 16, det
                    max_steps: int | None = None):
     """The jitted program behind `evaluate`, compiled once: `run(policy_params, env_params, key) -> dict`
     (same outputs as `evaluate`), for evaluating a policy again and again during training. It is
-    `trading_jax.rl.evaluation.rollout` of `as_policy(config, policy_params, ...)`."""
+    `trading_jax.evaluation.rollout.rollout` of `as_policy(config, policy_params, ...)`."""
     act = make_policy(config, env, env_params)
     steps = default_max_steps(env, env_params) if max_steps is None else int(max_steps)
 
@@ -699,3 +701,42 @@ def make_evaluator(config: PPOConfig, env, env_params, n_episodes: int = 16, det
         return {"returns": stats.total_reward, "lengths": stats.length, "done": stats.done, "info": stats.info}
 
     return run
+
+
+# ------------------------------------------------------------------------------ populations of agents
+
+
+def train_agents(config, key: Array, n_agents: int | None = None, hparams=None, env=None, env_params=None):
+    """Train K PPO agents in ONE vmapped compilation: `make_trainer(config).population(K).train(keys)`.
+
+    Args:
+        config: a `trading_jax.rl.ppo.PPOConfig`.
+        key: PRNG key, split into the K members' keys.
+        n_agents: K (seeds of one setting); may be left out when `hparams` is given.
+        hparams: optional `PPOHyperparams` with `[K]` leaves (`ppo.hyperparam_grid`): one setting per member.
+        env, env_params: as `make_trainer`.
+
+    Returns:
+        A `PPOResult` whose leaves have a leading `[K]` member axis.
+    """
+    if hparams is not None:
+        k = int(jax.tree.leaves(hparams)[0].shape[0])
+        if n_agents is not None and int(n_agents) != k:
+            raise ValueError(f"n_agents={n_agents} but hparams hold {k} settings")
+    elif n_agents is None:
+        raise ValueError("give n_agents or a hyperparameter grid")
+    else:
+        k = int(n_agents)
+    trainer = make_trainer(config, env, env_params).population(k)
+    return trainer.train(jax.random.split(key, k), hparams)
+
+
+def ppo_policy_fn(config, env=None, env_params=None, deterministic: bool = True) -> Callable:
+    """`policy_fn(member) -> policy` for PPO members (anything with `.params` and `.obs_norm`):
+    `as_policy` of the member, for `trading_jax.ensemble.agents`. Build it once and reuse it (it keys the
+    compilation)."""
+
+    def policy_fn(one):
+        return as_policy(config, PolicyParams(one.params, one.obs_norm), env, env_params, deterministic)
+
+    return policy_fn

@@ -159,8 +159,9 @@ def _train_group(experiment, name, cfg, members, data, seed, out: Path, show_pro
     from trading_jax.ensemble import make_ensemble_trainer
     from trading_jax.logging import TensorBoardWriter
     from trading_jax.loop import fit
+    from trading_jax.training.train import make_trainer
 
-    trainer = make_ensemble_trainer(cfg, data, members, diversity=experiment.ensemble.diversity,
+    trainer = make_ensemble_trainer(make_trainer(cfg, data), members, diversity=experiment.ensemble.diversity,
                                     bootstrap_key=jax.random.fold_in(jax.random.key(seed), 1))
     where = out / "checkpoints" / f"seed_{seed}" / name
     start = time.perf_counter()

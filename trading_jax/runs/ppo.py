@@ -320,7 +320,7 @@ def run(experiment: PPOExperiment, out_dir: str | Path, overwrite: bool = False,
     from trading_jax.logging import TensorBoardWriter
     from trading_jax.loop import fit
     from trading_jax.rl import baselines as B
-    from trading_jax.rl.evaluation import compare
+    from trading_jax.evaluation.rollout import compare
     from trading_jax.rl.ppo import as_policy, make_trainer
 
     out = Path(out_dir)

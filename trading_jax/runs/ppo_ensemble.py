@@ -113,10 +113,10 @@ def run(experiment: PPOEnsembleExperiment, out_dir: str | Path, overwrite: bool 
         show_progress: bool = True) -> tuple[str, bool]:
     """Train the K agents in one population, compare members, Thompson ensemble and Sharpe pick (module docstring)."""
     from trading_jax.checkpoint import CheckpointConfig, Checkpointer
-    from trading_jax.ensemble.agents import compare_agents, ppo_policy_fn, summarize_comparison
+    from trading_jax.ensemble.agents import compare_agents, summarize_comparison
     from trading_jax.logging import TensorBoardWriter
     from trading_jax.loop import fit
-    from trading_jax.rl.ppo import hyperparam_grid, make_trainer
+    from trading_jax.rl.ppo import hyperparam_grid, make_trainer, ppo_policy_fn
     from trading_jax.runs.ppo import build_envs
 
     exp, spec = experiment.ppo, experiment.ensemble

@@ -1,5 +1,6 @@
 """What supervised training (`train.make_trainer`) and self-supervised pre-training (`pretrain.make_pretrain`)
-share: minibatch indices of an epoch, the batch/replicated sharding setup, dtype casts, masked selection."""
+share: minibatch indices of an epoch, the batch/replicated sharding setup, masked selection; the dtype casts
+(`cast_floating`, `compute_dtype`) live in `trading_jax.models.precision` and are re-exported here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from trading_jax import parallel
+from trading_jax.models.precision import cast_floating, compute_dtype  # noqa: F401  (re-exported)
 from trading_jax.training import curriculum
 from trading_jax.training.config import TrainConfig
 
@@ -15,14 +17,6 @@ __all__ = ["select_tree", "cast_floating", "compute_dtype", "prepare_batches", "
 
 def select_tree(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
-def cast_floating(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
-def compute_dtype(config: TrainConfig):
-    return jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
 
 
 def prepare_batches(config: TrainConfig, n: int, what: str, data, mesh, data_parallel: bool):

@@ -462,7 +462,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         init_fn=init_fn, run_fn=run_fn, result_fn=result_fn, counter_fn=lambda s: s.epoch,
         args={"data": data, "params": None}, hparams=hyperparams(config), total=epochs, unit="epoch",
         samples_per_unit=steps * batch, display=("train_loss", "val_loss"), config=config, model=model,
-        mesh=mesh, extras={"steps_per_epoch": steps},
+        mesh=mesh, extras={"steps_per_epoch": steps, "n_train": n_train},
     )
 
 
