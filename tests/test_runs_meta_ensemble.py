@@ -203,3 +203,13 @@ def test_a_vmapped_ppo_population_finishes_on_cpu(tmp_path):
     done = subprocess.run([sys.executable, "-c", HANG], capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[1, 1]"
+
+
+def test_an_absolute_data_path_loads_and_a_missing_one_is_one_line(tmp_path):
+    (tmp_path / "bars").mkdir()
+    (tmp_path / "bars" / "AAA.csv").write_text("Date,Open,High,Low,Close,Volume\n2020-01-01,1,2,0.5,1.5,100\n")
+    text = MAML.replace('source = "synthetic"', 'source = "assets"') + f'[data]\nsource = "{tmp_path / "bars"}"\n'
+    assert load_experiment(write(tmp_path, text)).data.source == str(tmp_path / "bars")
+    with pytest.raises(ConfigError) as error:
+        load_experiment(write(tmp_path, text.replace(str(tmp_path / "bars"), str(tmp_path / "nope" / "*.csv"))))
+    assert "[data] source" in str(error.value) and "no such file or folder" in str(error.value)

@@ -146,7 +146,7 @@ def load(raw: dict, file) -> MAMLExperiment:
         if "data" not in raw or data.source == "synthetic":
             raise S.ConfigError(f"{file}: [tasks] source = \"assets\" needs [data] source = a folder or glob of "
                                 "OHLCV files (one asset per task)")
-        if not any(Path().glob(data.source)) and not Path(data.source).exists():
+        if not S.source_exists(data.source):
             raise S.ConfigError(f"{file}: [data] source = {data.source!r}: no such file or folder (paths are "
                                 "relative to the working directory)")
     pretrain = S.build(PretrainSpec, dict(raw.get("pretrain", {})), file, "pretrain", {

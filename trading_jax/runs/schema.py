@@ -96,6 +96,13 @@ def at_least(n: int) -> Check:
     return lambda x: None if isinstance(x, int) and x >= n else f"expected an integer >= {n}"
 
 
+def source_exists(source: str) -> bool:
+    """A data source names an existing file or folder, or a glob (relative or absolute) that matches one."""
+    import glob
+
+    return Path(source).exists() or bool(glob.glob(str(source)))
+
+
 def kwargs_pairs(table) -> tuple:
     """A keyword-argument table (`[train.model_kwargs]`, ...) as sorted hashable `(name, value)` pairs
     (lists become tuples); TypeError for a non-table (`build`'s `convert` turns it into a ConfigError)."""

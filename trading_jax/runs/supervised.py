@@ -211,7 +211,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
     if data.train + data.val + data.test > 1.0 + 1e-9:
         raise S.ConfigError(f"{file}: [data] train + val + test = {data.train + data.val + data.test:g}: "
                             "expected at most 1")
-    if data.source != "synthetic" and not any(Path().glob(data.source)) and not Path(data.source).exists():
+    if data.source != "synthetic" and not S.source_exists(data.source):
         raise S.ConfigError(f"{file}: [data] source = {data.source!r}: no such file or folder (paths are relative "
                             "to the working directory; use \"synthetic\" for the built-in market)")
     checkpoint = dict(raw.get("checkpoint", {}))
