@@ -82,7 +82,7 @@ __all__ = [
     "hyperparam_grid",
     "make_train",
     "make_trainer",
-    "make_policy",
+    "make_policy", "make_inference",
     "as_policy",
     "evaluate",
     "make_evaluator",
@@ -627,6 +627,37 @@ def make_policy(config: PPOConfig, env=None, env_params=None):
     act.initial_carry = lambda batch: model.initial_carry(batch, _hidden_size(model)) if config.recurrent else ()
     act.model = model
     return act
+
+
+def make_inference(config: PPOConfig, env=None, env_params=None):
+    """`infer(params, obs_norm, obs) -> dict` for serving a feed-forward policy: the greedy env action and
+    the network's outputs, from raw observations `[B, obs]` (normalised with the frozen `obs_norm`, a
+    `NormalizerState` or a dict of its fields, when `config.normalize_observations`).
+
+    Returns a dict of `[B, ...]` arrays: "action" (the mode, as the env takes it), the network outputs
+    ("logits" and "action_probs" for a categorical policy; "mean" and "log_std" for a Gaussian one) and
+    "value".
+
+    Raises:
+        ValueError: a recurrent policy (it needs the LSTM carry as an input; not served yet).
+    """
+    if config.recurrent:
+        raise ValueError(f"network {config.network_name!r} is recurrent: serving it needs the LSTM carry as an input "
+                         "and output, which the export does not support yet; train a feed-forward policy to export it")
+    env, env_params = _env(config, env, env_params)
+    policy = _distribution(config, env.action_space(env_params))
+    model = _model(config, policy)
+    normalize = _normalizer(config)
+
+    def infer(params, obs_norm, obs):
+        if isinstance(obs_norm, Mapping):
+            obs_norm = NormalizerState(**obs_norm)
+        out = dict(model.apply({"params": params}, normalize(obs_norm, jnp.asarray(obs, jnp.float32))))
+        if "logits" in out:
+            out["action_probs"] = jax.nn.softmax(policy._logits(out), axis=-1).reshape(out["logits"].shape)
+        return {"action": policy.to_env(policy.mode(out)), **out}
+
+    return infer
 
 
 def as_policy(config: PPOConfig, policy_params, env=None, env_params=None, deterministic: bool = True):

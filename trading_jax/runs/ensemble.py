@@ -46,7 +46,7 @@ import numpy as np
 
 from trading_jax.logging import get_logger
 from trading_jax.runs import schema as S
-from trading_jax.runs.folder import RunFolder, file_fingerprints
+from trading_jax.runs.folder import FEATURES, RunFolder, file_fingerprints
 from trading_jax.runs.results import FAILED, cell, write_results
 
 __all__ = ["EnsembleExperiment", "load", "run"]
@@ -253,7 +253,7 @@ def run(experiment: EnsembleExperiment, out_dir: str | Path, overwrite: bool = F
     from trading_jax.evaluation.stats import paired_difference, summarize
     from trading_jax.runs.supervised import check_classes
     from trading_jax.training.config import Dataset
-    from trading_jax.training.dataset import build_datasets
+    from trading_jax.training.dataset import build_datasets, feature_state
 
     out = Path(out_dir)
     spec = experiment.data
@@ -270,6 +270,7 @@ def run(experiment: EnsembleExperiment, out_dir: str | Path, overwrite: bool = F
         if folder.claim(record, {"files": files, "source": info["source"], "symbols": info["symbols"],
                                  "split": info["split"], "samples": info["samples"]}) == "resume":
             log.info("%s: resuming the run in %s", experiment.name, out)
+        folder.write_json(FEATURES, feature_state(spec, "classification", info))
         data = Dataset(jnp.asarray(train.x), jnp.asarray(train.y), jnp.asarray(val.x), jnp.asarray(val.y))
         per_seed = []
         for seed in experiment.seeds:

@@ -37,7 +37,8 @@ __all__ = ["RunFolder", "file_fingerprints", "package_version"]
 log = get_logger(__name__)
 LOCK = ".lock"
 CONFIG = "config.json"
-OWNED = ("checkpoints", "tensorboard", "results.json", "results.md", CONFIG)
+FEATURES = "features.json"
+OWNED = ("checkpoints", "tensorboard", "results.json", "results.md", FEATURES, CONFIG)
 
 
 def package_version() -> str:
@@ -216,3 +217,12 @@ class RunFolder:
         os.replace(tmp, path)
         self._claimed_here = True
         return "new"
+
+    def write_json(self, name: str, value: Any) -> Path:
+        """Write `value` as `name` in the folder, atomically (e.g. `features.json`, the fitted feature state
+        that `trading-jax export` serves with)."""
+        path = self.path / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(value, indent=1, default=str) + "\n")
+        os.replace(tmp, path)
+        return path

@@ -45,10 +45,10 @@ import numpy as np
 
 from trading_jax.logging import get_logger
 from trading_jax.runs import schema as S
-from trading_jax.runs.folder import RunFolder, file_fingerprints
+from trading_jax.runs.folder import FEATURES, RunFolder, file_fingerprints
 from trading_jax.runs.results import FAILED, cell, write_results
 from trading_jax.training.config import DTYPES, TASKS, TrainConfig
-from trading_jax.training.dataset import DataSpec, Samples, build_datasets, label_reach
+from trading_jax.training.dataset import DataSpec, Samples, build_datasets, feature_state, label_reach
 
 __all__ = ["SupervisedExperiment", "OnlineSpec", "MonitorSpec", "load", "run", "evaluate", "walk_forward_test",
            "monitor_test"]
@@ -348,6 +348,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
                                                           "samples": info["samples"]})
         if state == "resume":
             log.info("%s: resuming the run in %s", experiment.name, out)
+        folder.write_json(FEATURES, feature_state(spec, cfg.task, info))
         data = Dataset(jnp.asarray(x_tr), jax.tree.map(jnp.asarray, y_tr), jnp.asarray(x_va),
                        jax.tree.map(jnp.asarray, y_va))
         trainer = make_trainer(cfg, data)

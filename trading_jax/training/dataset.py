@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DataSpec", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed", "build_datasets"]
+__all__ = ["DataSpec", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed", "build_datasets",
+           "feature_state"]
 
 
 class Samples(NamedTuple):
@@ -181,5 +182,34 @@ def build_datasets(spec: DataSpec, task: str):
             "split": {k: [getattr(split, k).start, getattr(split, k).stop] for k in ("train", "val", "test")},
             "embargo": embargo, "target_scale": scale,
             "normalizer": {"mean": np.asarray(state.mean).tolist(), "std": np.asarray(state.std).tolist()},
-            "samples": {k: len(v[0]) for k, v in splits.items()}}
+            "samples": {k: len(v[0]) for k, v in splits.items()},
+            "pipeline": {"feature_config": dataclasses.asdict(config), "warmup": pipeline.warmup_for(len(symbols)),
+                         "temporal": timestamps is not None and config.temporal,
+                         "normalizer_state": {f: np.asarray(getattr(state, f)).tolist() for f in state._fields},
+                         "range": _time_range(timestamps, split)}}
     return splits, info
+
+
+def _time_range(timestamps, split) -> dict | None:
+    """The first and last timestamp of each split (ISO strings), or None without timestamps."""
+    if timestamps is None:
+        return None
+    stamps = np.asarray(timestamps)
+    if np.issubdtype(stamps.dtype, np.datetime64):
+        stamps = np.datetime_as_string(stamps, unit="s")
+    return {k: [str(stamps[getattr(split, k).start]), str(stamps[getattr(split, k).stop - 1])]
+            for k in ("train", "val", "test")}
+
+
+def feature_state(spec: DataSpec, task: str, info: dict) -> dict:
+    """What serving needs to turn raw bars into a model input (the run folder's `features.json`): the feature
+    config, the normaliser fitted on the training split (`NormalizerState` fields), the window, the feature
+    names in tensor order, the warm-up and the bars one input needs (`warmup + window`), the regression
+    target scale (a forecast in return units is `prediction * target_scale`), the symbols and time ranges."""
+    pipeline = info["pipeline"]
+    return {"window": spec.window, "horizon": spec.horizon, "task": task, "names": info["features"],
+            "n_features": len(info["features"]), "symbols": info["symbols"], "source": info["source"],
+            "feature_config": pipeline["feature_config"], "temporal": pipeline["temporal"],
+            "warmup": pipeline["warmup"], "bars_needed": pipeline["warmup"] + spec.window,
+            "normalizer": pipeline["normalizer_state"], "clip": pipeline["feature_config"]["clip"], "eps": 1e-8,
+            "target_scale": info["target_scale"], "split": info["split"], "range": pipeline["range"]}
