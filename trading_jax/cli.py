@@ -7,7 +7,13 @@ Subcommands:
                             fit its normaliser on the training split only, save it as .npz.
     train CONFIG            run an experiment file (experiments/*.toml; supervised, or PPO when it says
                             algorithm = "ppo"): train every seed, checkpoint, log to TensorBoard,
-                            report held-out metrics against baselines.
+                            report held-out metrics against baselines; then export the model to OUT/export.
+    export RUN_DIR OUT_DIR  export a run for serving (weights, jax.export StableHLO, ONNX, metadata);
+                            --mlflow logs it as a registered model version.
+    export-pipeline PREDICTOR POLICY OUT_DIR
+                            seed 000's inference pipeline (features -> predictor -> signal -> execution
+                            plan) as one exported function.
+    serve EXPORT_DIR        an HTTP server (FastAPI) over an export.
 """
 
 from __future__ import annotations
@@ -84,7 +90,90 @@ def cmd_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary)
+    if ok and not args.no_export:
+        _export_after_training(experiment, out)
     return EXIT_OK if ok else EXIT_DATA_ERRORS
+
+
+def _export_after_training(experiment, out) -> None:
+    """Export a finished run to OUT/export and say how to load and serve it (algorithms that export)."""
+    from trading_jax.export.from_run import BUILDERS, export_run
+    from trading_jax.export.runtime import ExportError, describe, load_exported
+
+    if experiment.algorithm not in BUILDERS:
+        return
+    target = out / "export"
+    try:
+        export_run(out, target, overwrite=True)
+    except ExportError as error:
+        print(f"trading-jax: the run is trained but was not exported: {error}", file=sys.stderr)
+        return
+    print(f"exported to {target}:\n{describe(load_exported(target))}")
+
+
+def _print_mlflow(version: dict) -> None:
+    print(f"MLflow: registered model {version['model_name']!r} version {version['version']} "
+          f"(run {version['run_id']}) in {version['tracking_uri']}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from trading_jax.export.from_run import export_run
+    from trading_jax.export.runtime import describe, load_exported
+
+    export_run(args.run_dir, args.out_dir, seed=args.seed, precision=args.precision, onnx=not args.no_onnx,
+               platforms=tuple(args.platforms.split(",")), overwrite=args.overwrite, name=args.name)
+    model = load_exported(args.out_dir)
+    print(f"exported {args.run_dir} to {args.out_dir}:\n{describe(model)}")
+    _report_checks(model.manifest)
+    if args.mlflow is not None:
+        from trading_jax.export.versioning import log_export
+
+        try:
+            _print_mlflow(log_export(args.out_dir, tracking_uri=args.mlflow or None, model_name=args.name))
+        except RuntimeError as error:  # MLflow missing or the tracking server unreachable: the export stands
+            print(f"trading-jax: error: the export is written but not logged to MLflow: {error}", file=sys.stderr)
+            return EXIT_DATA_ERRORS
+    return EXIT_OK
+
+
+def _report_checks(manifest: dict) -> None:
+    checks = manifest.get("checks", {})
+    print(f"  checks: StableHLO vs model max abs error {checks.get('stablehlo_max_abs_error', float('nan')):.2e} on "
+          f"{checks.get('reference_batch')} reference rows; ONNX: "
+          + (f"max abs error {manifest['onnx']['max_abs_error']:.2e}" if "file" in manifest.get("onnx", {})
+             else f"not written ({manifest.get('onnx', {}).get('error', 'off')})"))
+    for name, entry in checks.get("precision", {}).items():
+        extra = "".join(f", {k} {entry[k]:.4f}" for k in ("argmax_agreement", "correlation") if k in entry)
+        print(f"  {manifest['weights']['precision']} vs float32, {name}: max abs diff {entry['max_abs_diff']:.2e}{extra}")
+
+
+def cmd_export_pipeline(args: argparse.Namespace) -> int:
+    from trading_jax.export.pipeline import export_pipeline
+    from trading_jax.export.runtime import describe, load_exported
+
+    export_pipeline(args.predictor, args.policy, args.out_dir, lookback=args.lookback, threshold=args.threshold,
+                    min_agreement=args.min_agreement, precision=args.precision, overwrite=args.overwrite,
+                    name=args.name)
+    model = load_exported(args.out_dir)
+    print(f"exported the inference pipeline to {args.out_dir}:\n{describe(model)}")
+    _report_checks(model.manifest)
+    skew = model.manifest["checks"].get("feature_skew", {})
+    print(f"  feature skew (last {skew.get('lookback')} bars vs whole history): "
+          f"{skew.get('max_abs_diff_normalised', float('nan')):.2e} (normalised units)")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from trading_jax.export.server import serve
+
+    try:
+        serve(args.export_dir, host=args.host, port=args.port, max_staleness=args.max_staleness, max_gap=args.max_gap)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except RuntimeError as error:
+        print(f"trading-jax: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +211,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="start fresh in the output folder (delete its checkpoints, logs and results)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-export", action="store_true", help="do not export the trained model to OUT/export")
     train.set_defaults(func=cmd_train)
+
+    precisions = ("float32", "bfloat16", "int8")
+    export = commands.add_parser("export", help="export a trained run for serving (no model code needed to run it)")
+    export.add_argument("run_dir", help="the run folder (runs/NAME)")
+    export.add_argument("out_dir", help="the export folder to write")
+    export.add_argument("--seed", type=int, help="which seed's model (default: chosen on validation, see the docs)")
+    export.add_argument("--precision", choices=precisions, default="float32",
+                        help="weight precision (bf16/int8: weight-only; the change in outputs is reported)")
+    export.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
+    export.add_argument("--platforms", default="cpu,cuda", help="jax.export platforms (default: %(default)s)")
+    export.add_argument("--name", help="the model's name (default: the experiment's)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    export.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                        help="also log it as an MLflow registered model version (default store: ./mlruns)")
+    export.set_defaults(func=cmd_export)
+
+    pipeline = commands.add_parser("export-pipeline", help="export seed 000's inference pipeline as one function")
+    pipeline.add_argument("predictor", help="export folder of a predictor or ensemble (with features.json)")
+    pipeline.add_argument("policy", help="export folder of a PPO policy of the execution environment")
+    pipeline.add_argument("out_dir", help="the export folder to write")
+    pipeline.add_argument("--lookback", type=int, help="bars per request (default: warm-up + window + 256)")
+    pipeline.add_argument("--threshold", type=float, default=0.5, help="confidence needed to trade (default 0.5)")
+    pipeline.add_argument("--min-agreement", type=float, default=0.5,
+                          help="fraction of ensemble members that must agree to trade (default 0.5)")
+    pipeline.add_argument("--precision", choices=precisions, default="float32")
+    pipeline.add_argument("--name", help="the pipeline's name")
+    pipeline.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    pipeline.set_defaults(func=cmd_export_pipeline)
+
+    serve = commands.add_parser("serve", help="serve an export over HTTP (FastAPI; pip install 'trading-jax[serve]')")
+    serve.add_argument("export_dir", help="the export folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--max-staleness", type=float, help="refuse requests whose last bar is older (seconds)")
+    serve.add_argument("--max-gap", type=float, help="refuse bars further apart than this (seconds)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

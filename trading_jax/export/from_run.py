@@ -23,13 +23,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from trading_jax.export.artifact import git_commit, write_export
+from trading_jax.export.rebuild import apply_from_model_json
 from trading_jax.export.runtime import ExportError
 from trading_jax.logging import get_logger
 
@@ -223,24 +222,9 @@ def _metadata(run: Path, algorithm: str, record: dict, data_record: dict, metric
 # ------------------------------------------------------------------------------------- builders
 
 
-def _predictor_apply(model, task: str, target_scale: float):
-    def apply(params, x):
-        out = dict(model.apply({"params": params}, x, train=False))
-        for name in ("logits", "direction_logits"):
-            if name in out:
-                out["probs" if name == "logits" else "direction_probs"] = jax.nn.softmax(out[name], -1)
-        head = "prediction" if "prediction" in out else "price" if "price" in out else None
-        if head is not None and task in ("regression", "multitask"):
-            out["forecast_return"] = out[head] * target_scale
-        return out
-
-    return apply
-
-
 def _supervised(run: Path, record: dict, data_record: dict, seed: int | None):
     cfg = _train_config(record["train"])
     spec = _data_spec(record["data"])
-    model = cfg.build_model()
     population = run / "checkpoints" / "population"
     if population.is_dir():
         seeds = list(record.get("seeds", []))
@@ -272,7 +256,7 @@ def _supervised(run: Path, record: dict, data_record: dict, seed: int | None):
                   "kwargs": dict(cfg.model_config()), "task": cfg.task}
     selection = ("--seed" if seed is not None else "lowest best validation loss")
     return dict(name=record.get("name", run.name), kind="predictor",
-                apply=_predictor_apply(model, cfg.task, float(features.get("target_scale", 1.0))),
+                apply=apply_from_model_json(model_json, features),
                 params=params, inputs={"x": (shape, "float32")}, reference=[reference], model_json=model_json,
                 features=features, metrics=metrics,
                 extra={"seed": chosen, "seed_selection": selection, "reference_inputs": described,
@@ -281,8 +265,6 @@ def _supervised(run: Path, record: dict, data_record: dict, seed: int | None):
 
 
 def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
-    from trading_jax.ensemble.combine import classification_uncertainty
-
     cfg = _train_config(record["train"])
     spec = _data_spec(record["data"])
     table = record["ensemble"]
@@ -295,26 +277,10 @@ def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
         raise ExportError(f"{run / 'checkpoints'}: no checkpoints; train the run first")
     chosen = _pick(sorted(dirs), seed, run)
     chosen = min(dirs) if chosen is None else chosen
-    params, models, members = {}, [], []
-    for name, group_cfg in groups:
-        restored = _restore(dirs[chosen] / name)
-        params[name] = restored["state"]["best_params"]
-        models.append((name, group_cfg.build_model()))
+    params, members = {}, []
+    for name, _ in groups:
+        params[name] = _restore(dirs[chosen] / name)["state"]["best_params"]
         members.append(int(np.asarray(jax.tree.leaves(params[name])[0]).shape[0]))
-
-    def apply(p, x):
-        probs = []
-        for (name, model), m in zip(models, members):  # a loop, not vmap: jax2onnx cannot batch Flax convs
-            for i in range(m):
-                q = jax.tree.map(lambda a: a[i], p[name])
-                probs.append(jax.nn.softmax(model.apply({"params": q}, x, train=False)["logits"], -1))
-        member_probs = jnp.stack(probs)  # [M, B, 3]
-        mean = member_probs.mean(0)
-        vote = jnp.argmax(member_probs, -1) == jnp.argmax(mean, -1)[None]
-        return {"member_probs": jnp.swapaxes(member_probs, 0, 1), "probs": mean,
-                "direction": jnp.argmax(mean, -1).astype(jnp.int32) - 1, "agreement": vote.mean(0),
-                "mutual_information": classification_uncertainty(member_probs).mutual_information}
-
     features, test_x, _ = _features_and_reference(run, spec, "classification", data_record)
     shape = (features["window"], features["n_features"])
     reference, described = _reference(test_x, shape)
@@ -325,7 +291,8 @@ def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
     model_json = {"algorithm": "ensemble", "combine": "mean of member class probabilities (ensemble_mean)",
                   "groups": [{"name": n, "factory": c.model, "preset": c.preset, "kwargs": dict(c.model_config()),
                               "members": m} for (n, c), m in zip(groups, members)]}
-    return dict(name=record.get("name", run.name), kind="ensemble", apply=apply, params=params,
+    return dict(name=record.get("name", run.name), kind="ensemble", apply=apply_from_model_json(model_json),
+                params=params,
                 inputs={"x": (shape, "float32")}, reference=[reference], model_json=model_json, features=features,
                 metrics=metrics, extra={"seed": chosen, "seed_selection": "--seed" if seed is not None else "lowest seed",
                                         "reference_inputs": described, "range": features.get("range")},
@@ -334,16 +301,15 @@ def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
 
 def _ppo(run: Path, record: dict, data_record: dict, seed: int | None):
     from trading_jax.envs import make
-    from trading_jax.rl.ppo import PPOConfig, make_inference
+    from trading_jax.rl.ppo import PPOConfig
 
     config = _build(PPOConfig, record["ppo"], pairs=("network_kwargs",))
     config = dataclasses.replace(config, env=record.get("env", config.env),
                                  env_kwargs=dict(record.get("env_kwargs", config.env_kwargs)))
     env, env_params = make(config.env, **dict(config.env_kwargs))
-    try:
-        infer = make_inference(config, env, env_params)
-    except ValueError as error:
-        raise ExportError(f"{run}: {error}") from None
+    if config.recurrent:
+        raise ExportError(f"{run}: its policy is recurrent (network {config.network_name!r}): serving it needs the "
+                          "LSTM carry as an input and output, which the export does not support yet")
     dirs = _seed_dirs(run / "checkpoints")
     if not dirs:
         raise ExportError(f"{run / 'checkpoints'}: no checkpoints; train the run first")
@@ -366,9 +332,6 @@ def _ppo(run: Path, record: dict, data_record: dict, seed: int | None):
     mean = norm["mean"] if config.normalize_observations else np.zeros(obs_dim, np.float32)
     reference = (mean + std * rng.normal(size=(REFERENCE_ROWS, obs_dim))).astype(np.float32)
 
-    def apply(p, obs):
-        return infer(p["network"], p["obs_norm"], obs)
-
     results = _results(run)
     metrics = {}
     for row in results.get("evaluation", []) if isinstance(results.get("evaluation"), list) else []:
@@ -379,7 +342,7 @@ def _ppo(run: Path, record: dict, data_record: dict, seed: int | None):
                   "kwargs": dict(config.network_kwargs), "env": config.env, "env_kwargs": dict(config.env_kwargs),
                   "policy": config.policy, "normalize_observations": config.normalize_observations,
                   "obs_clip": config.obs_clip}
-    return dict(name=record.get("name", run.name), kind="policy", apply=apply, params=params,
+    return dict(name=record.get("name", run.name), kind="policy", apply=apply_from_model_json(model_json), params=params,
                 inputs={"obs": ((obs_dim,), "float32")}, reference=[reference], model_json=model_json, features=None,
                 metrics=metrics, extra={"seed": chosen, "step": restored[chosen]["step"],
                                         "seed_selection": "--seed" if seed is not None else f"best final {metric}",

@@ -353,17 +353,30 @@ def _compute(pipeline: FeaturePipeline, bars: Bars, temporal) -> jnp.ndarray:
     return jnp.concatenate([block.astype(bars.close.dtype) for block in blocks], axis=-1)
 
 
+def calendar_parts(timestamps: np.ndarray) -> np.ndarray:
+    """`[time, 2]` float64: the day number since 1970-01-01 and the second of the day of each timestamp (what
+    `calendar_encoding` takes; an exported inference pipeline takes these as its "calendar" input)."""
+    ts = np.asarray(timestamps, dtype="datetime64[ns]")
+    day = ts.astype("datetime64[D]")
+    seconds = (ts - day).astype("timedelta64[s]").astype(np.float64)
+    return np.stack([day.astype(np.int64).astype(np.float64), seconds], axis=-1)
+
+
+def calendar_encoding(parts, xp=np):
+    """Cyclical time-of-day and day-of-week encodings `[..., 4]` of `calendar_parts` `[..., 2]` (NumPy or,
+    with `xp=jax.numpy`, traced inside a jitted function)."""
+    day, seconds = parts[..., 0], parts[..., 1]
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday (3)
+    tod, dow = 2 * np.pi * seconds / 86400.0, 2 * np.pi * weekday / 7.0
+    return xp.stack([xp.sin(tod), xp.cos(tod), xp.sin(dow), xp.cos(dow)], axis=-1)
+
+
 def temporal_features(timestamps: np.ndarray) -> np.ndarray:
     """Cyclical time-of-day and day-of-week encodings, `[time, 4]` float64 (seed 000 "Temporal").
 
     Known in advance at bar t, so they carry no look-ahead.
     """
-    ts = np.asarray(timestamps, dtype="datetime64[ns]")
-    day = ts.astype("datetime64[D]")
-    seconds = (ts - day).astype("timedelta64[s]").astype(np.float64)
-    weekday = ((day.astype(np.int64) + 3) % 7).astype(np.float64)  # 1970-01-01 was a Thursday (3)
-    tod, dow = 2 * np.pi * seconds / 86400.0, 2 * np.pi * weekday / 7.0
-    return np.stack([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], axis=-1)
+    return calendar_encoding(calendar_parts(timestamps))
 
 
 def run_feature_job(
