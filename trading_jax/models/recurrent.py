@@ -163,8 +163,16 @@ def lstm_recurrence(w_h: Array, projected: Array, h0: Array, c0: Array, reverse:
 
     and after the loop ``dW_h = sum_t h_{t-1}^T dz_t`` (one matmul), ``dprojected = dz``, and
     ``(dh_0, dc_0)`` the last carried ``(dh, dc)``.
+
+    This primal body runs only when nothing differentiates (inference, `jax.export`, ONNX export); training
+    runs `_lstm_recurrence_fwd`. Here a reversed recurrence is written as flip -> forward scan -> flip,
+    which performs the same per-step arithmetic in the same order (outputs bit-identical to
+    ``scan(reverse=True)``), because the ONNX converter (jax2onnx) cannot lower a reverse ``scan``.
     """
-    (h, c), hs = _recurrence_scan(w_h, projected, h0, c0, reverse, residuals=False)
+    if reverse:
+        (h, c), hs = _recurrence_scan(w_h, jnp.flip(projected, 0), h0, c0, False, residuals=False)
+        return jnp.flip(hs, 0), (h, c)
+    (h, c), hs = _recurrence_scan(w_h, projected, h0, c0, False, residuals=False)
     return hs, (h, c)
 
 
