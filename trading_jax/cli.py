@@ -104,7 +104,7 @@ def _export_after_training(experiment, out) -> None:
         return
     target = out / "export"
     try:
-        export_run(out, target, overwrite=True)
+        export_run(out, target, overwrite=True, onnx=False)  # ONNX needs the [export] extra: `trading-jax export`
     except ExportError as error:
         print(f"trading-jax: the run is trained but was not exported: {error}", file=sys.stderr)
         return

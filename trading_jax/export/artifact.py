@@ -204,7 +204,7 @@ def _write(tmp: Path, *, name, kind, apply, params, inputs, reference, model_jso
     flat = flatten_params(params)
     stored, layout = encode_weights(flat, precision)
     order = _order(layout)
-    save_file({k: np.ascontiguousarray(stored[k]) for k in order}, str(tmp / WEIGHTS),
+    save_file({k: np.array(stored[k], order="C") for k in order}, str(tmp / WEIGHTS),  # keeps 0-d arrays 0-d
               metadata={"precision": precision, "format": FORMAT})
     ref = [np.asarray(r, np.dtype(inputs[n][1])) for n, r in zip(inputs, reference)]
     ref_out = apply(params, *[jnp.asarray(r) for r in ref])
