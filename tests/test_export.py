@@ -251,6 +251,8 @@ def test_quantised_exports_are_smaller_and_report_how_much_they_change_the_outpu
         assert q.manifest["weights"]["bytes"] < limit * full.manifest["weights"]["bytes"]
         report = q.manifest["checks"]["precision"]["probs"]
         assert report["argmax_agreement"] >= 0.9 and report["max_abs_diff"] < 0.05
+        scores = q.manifest["checks"]["precision_test_scores"]  # held-out accuracy of both, same samples
+        assert scores["split"] == "test" and abs(scores[precision]["accuracy"] - scores["float32"]["accuracy"]) < 0.05
         x = np.asarray(jax.random.normal(jax.random.key(4), (8, 12, full.features["n_features"])), np.float32)
         assert np.abs(q(x)["probs"] - full(x)["probs"]).max() < 0.05
 

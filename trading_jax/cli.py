@@ -142,6 +142,11 @@ def _report_checks(manifest: dict) -> None:
           f"{checks.get('reference_batch')} reference rows; ONNX: "
           + (f"max abs error {manifest['onnx']['max_abs_error']:.2e}" if "file" in manifest.get("onnx", {})
              else f"not written ({manifest.get('onnx', {}).get('error', 'off')})"))
+    scores = checks.get("precision_test_scores")
+    if scores:
+        precision = manifest["weights"]["precision"]
+        print(f"  held-out test score ({scores['samples']} samples): float32 {scores.get('float32')}, "
+              f"{precision} {scores.get(precision)}")
     for name, entry in checks.get("precision", {}).items():
         extra = "".join(f", {k} {entry[k]:.4f}" for k in ("argmax_agreement", "correlation") if k in entry)
         print(f"  {manifest['weights']['precision']} vs float32, {name}: max abs diff {entry['max_abs_diff']:.2e}{extra}")

@@ -141,8 +141,8 @@ def _pick(seeds: list[int], seed: int | None, run: Path) -> int:
 # ----------------------------------------------------------------------------------------- data
 
 
-def _features_and_reference(run: Path, spec, task: str, data_record: dict) -> tuple[dict, np.ndarray | None, dict]:
-    """`(features.json content, test-split windows [n, window, F] or None, info)`.
+def _features_and_reference(run: Path, spec, task: str, data_record: dict) -> tuple[dict, tuple | None, dict]:
+    """`(features.json content, the test split's (windows [n, window, F], labels) or None, info)`.
 
     The run's `features.json` is used when present; an older run gets it rebuilt from the data after the
     data's fingerprint is checked against the one the run recorded."""
@@ -181,7 +181,7 @@ def _features_and_reference(run: Path, spec, task: str, data_record: dict) -> tu
                           "the feature code changed since training: train again")
     if saved is None:
         log.info("%s: rebuilt the feature state from %s (the run predates features.json)", run, spec.source)
-    return saved or state, np.asarray(splits["test"].x, np.float32), info
+    return saved or state, (np.asarray(splits["test"].x, np.float32), splits["test"].y), info
 
 
 def _reference(test_x: np.ndarray | None, shape: tuple, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -245,7 +245,8 @@ def _supervised(run: Path, record: dict, data_record: dict, seed: int | None):
         loss = {s: float(np.asarray(r["state"]["stopping"]["best_loss"])) for s, r in states.items()}
         chosen = min(loss, key=lambda s: loss[s] if np.isfinite(loss[s]) else np.inf)
         params, best_loss = states[chosen]["state"]["best_params"], loss[chosen]
-    features, test_x, _ = _features_and_reference(run, spec, cfg.task, data_record)
+    features, test, _ = _features_and_reference(run, spec, cfg.task, data_record)
+    test_x = None if test is None else test[0]
     shape = (features["window"], features["n_features"])
     reference, described = _reference(test_x, shape)
     per_seed = {s["seed"]: s for s in _results(run).get("seeds", [])}
@@ -260,7 +261,7 @@ def _supervised(run: Path, record: dict, data_record: dict, seed: int | None):
                 params=params, inputs={"x": (shape, "float32")}, reference=[reference], model_json=model_json,
                 features=features, metrics=metrics,
                 extra={"seed": chosen, "seed_selection": selection, "reference_inputs": described,
-                       "range": features.get("range")},
+                       "range": features.get("range")}, test=test, task=cfg.task,
                 input_docs={"x": "normalised feature windows ending at the decision bar (features.json)"})
 
 
@@ -281,7 +282,8 @@ def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
     for name, _ in groups:
         params[name] = _restore(dirs[chosen] / name)["state"]["best_params"]
         members.append(int(np.asarray(jax.tree.leaves(params[name])[0]).shape[0]))
-    features, test_x, _ = _features_and_reference(run, spec, "classification", data_record)
+    features, test, _ = _features_and_reference(run, spec, "classification", data_record)
+    test_x = None if test is None else test[0]
     shape = (features["window"], features["n_features"])
     reference, described = _reference(test_x, shape)
     per_seed = {s["seed"]: s for s in _results(run).get("seeds", [])}
@@ -296,6 +298,7 @@ def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
                 inputs={"x": (shape, "float32")}, reference=[reference], model_json=model_json, features=features,
                 metrics=metrics, extra={"seed": chosen, "seed_selection": "--seed" if seed is not None else "lowest seed",
                                         "reference_inputs": described, "range": features.get("range")},
+                test=test, task="classification",
                 input_docs={"x": "normalised feature windows ending at the decision bar (features.json)"})
 
 
@@ -371,8 +374,40 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, seed: int | None = N
     metadata = _metadata(run, algorithm, record, data_record, spec.pop("metrics"), spec.pop("extra"))
     params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
                           else np.asarray(a), spec.pop("params"))
-    return write_export(out_dir, name=name or spec.pop("name"), kind=spec.pop("kind"), apply=spec.pop("apply"),
+    test, task = spec.pop("test", None), spec.pop("task", None)
+    apply = spec["apply"]
+    manifest = write_export(out_dir, name=name or spec.pop("name"), kind=spec.pop("kind"), apply=spec.pop("apply"),
                         params=params, inputs=spec.pop("inputs"), reference=spec.pop("reference"),
                         model_json=spec.pop("model_json"), metadata=metadata, features=spec.pop("features"),
                         precision=precision, onnx=onnx, platforms=platforms, overwrite=overwrite,
                         input_docs=spec.pop("input_docs"))
+    if precision != "float32" and test is not None:
+        manifest["checks"]["precision_test_scores"] = _precision_scores(out_dir, apply, params, test, task, precision)
+        (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _precision_scores(out_dir, apply, params, test, task: str, precision: str, limit: int = 8192) -> dict:
+    """The held-out score of the float32 model and of the quantised export on the same test samples: direction
+    accuracy for classifiers, IC (correlation) and direction accuracy of return forecasts."""
+    from trading_jax.export.runtime import load_exported
+
+    x, y = test
+    rows = np.linspace(0, len(x) - 1, min(limit, len(x))).astype(int)
+    x = x[rows]
+    y = jax.tree.map(lambda v: np.asarray(v)[rows], y)
+    quantised = load_exported(out_dir)
+    full = jax.jit(apply)
+    scores = {"samples": int(len(rows)), "split": "test"}
+    for name, run in (("float32", lambda b: full(params, b)), (precision, quantised)):
+        out = [run(x[i: i + 512]) for i in range(0, len(x), 512)]
+        out = {k: np.concatenate([np.asarray(o[k]) for o in out]) for k in out[0]}
+        if "probs" in out and task == "classification":
+            scores[name] = {"accuracy": float(np.mean(np.argmax(out["probs"], -1) == np.asarray(y)))}
+        elif "forecast_return" in out:
+            target = np.asarray(y["price"] if isinstance(y, dict) else y, np.float64).reshape(len(rows), -1)[:, 0]
+            pred = out["forecast_return"].reshape(len(rows), -1)[:, 0].astype(np.float64)
+            moved = target != 0
+            scores[name] = {"ic": float(np.corrcoef(pred, target)[0, 1]),
+                            "direction_accuracy": float(np.mean(np.sign(pred[moved]) == np.sign(target[moved])))}
+    return scores
