@@ -24,6 +24,7 @@ from trading_jax.export.rebuild import apply_from_model_json
 from trading_jax.export.runtime import ExportError, load_onnx
 from trading_jax.runs import load_experiment, run_experiment
 
+pytestmark = pytest.mark.xdist_group("export")  # one worker trains the module's runs once (--dist loadgroup)
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["tcn", "lstm", "lstm_attention", "cnn_lstm", "cnn_lstm_hybrid", "price_transformer",
             "direction_transformer", "multitask"]
@@ -90,6 +91,10 @@ every_updates = 3
 """
 
 
+AGENTS = PPO.replace('algorithm = "ppo"', 'algorithm = "ppo_ensemble"').replace('seeds = [0]', 'seeds = [0, 1]') \
+    .replace('name = "tiny_policy"', 'name = "tiny_agents"') + "[ensemble]\nval_episodes = 4\n"
+
+
 def _train(tmp, text, name):
     path = tmp / f"{name}.toml"
     path.write_text(text)
@@ -104,9 +109,9 @@ def runs(tmp_path_factory):
     """Tiny trained runs (supervised, ensemble, PPO) and their exports."""
     tmp = tmp_path_factory.mktemp("export")
     out = {name: _train(tmp, text, name) for name, text in (("supervised", SUPERVISED), ("ensemble", ENSEMBLE),
-                                                           ("ppo", PPO))}
-    for name in ("supervised", "ensemble", "ppo"):
-        export_run(out[name], tmp / f"{name}_export", onnx=name != "ensemble")
+                                                           ("ppo", PPO), ("agents", AGENTS))}
+    for name in ("supervised", "ensemble", "ppo", "agents"):
+        export_run(out[name], tmp / f"{name}_export", onnx=name not in ("ensemble", "agents"))
         out[f"{name}_export"] = tmp / f"{name}_export"
     out["tmp"] = tmp
     return out
@@ -124,7 +129,7 @@ def _family_export(tmp, family):
     apply = apply_from_model_json(model_json, {"target_scale": 0.01})
     write_export(tmp / family, name=family, kind="predictor", apply=apply, params=params,
                  inputs={"x": ((T, F), "float32")}, reference=[x], model_json=model_json, metadata={},
-                 onnx=family in ("tcn", "lstm"), overwrite=True)
+                 onnx=False, overwrite=True)  # ONNX of every family: tests/test_export_onnx.py
     return x, {rows: {k: np.asarray(v) for k, v in jax.jit(apply)(params, jnp.asarray(x[:rows])).items()}
                for rows in (1, 37)}
 
@@ -162,14 +167,19 @@ def test_every_model_family_a_policy_and_an_ensemble_load_in_a_process_without_t
         np.save(tmp_path / f"{family}_x.npy", x)
         jobs.append([str(tmp_path / family), [str(tmp_path / f"{family}_x.npy")], str(tmp_path / f"{family}.npz")])
         expected[family] = ([x], want, None)
-    for name in ("supervised", "ensemble", "ppo"):
+    for name in ("supervised", "ensemble", "ppo", "agents"):
         folder = runs[f"{name}_export"]
         model = load_exported(folder)
         shape = model.inputs[0]["shape"][1:]
-        x = np.asarray(jax.random.normal(jax.random.key(2), (37, *shape)), np.float32)
-        np.save(tmp_path / f"{name}_x.npy", x)
-        jobs.append([str(folder), [str(tmp_path / f"{name}_x.npy")], str(tmp_path / f"{name}.npz")])
-        expected[name] = ([x], None, folder)
+        inputs = [np.asarray(jax.random.normal(jax.random.key(2), (37, *shape)), np.float32)]
+        if name == "agents":  # which agent acts
+            inputs.append(np.arange(37, dtype=np.int32) % 2)
+        paths = []
+        for i, array in enumerate(inputs):
+            np.save(tmp_path / f"{name}_{i}.npy", array)
+            paths.append(str(tmp_path / f"{name}_{i}.npy"))
+        jobs.append([str(folder), paths, str(tmp_path / f"{name}.npz")])
+        expected[name] = (inputs, None, folder)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", LOADER, json.dumps(jobs)], capture_output=True, text=True, env=env,
                           timeout=600)
@@ -181,12 +191,25 @@ def test_every_model_family_a_policy_and_an_ensemble_load_in_a_process_without_t
 
             _, model_json, features, params = load_params(folder)
             apply = jax.jit(apply_from_model_json(model_json, features))
-            want = {rows: {k: np.asarray(v) for k, v in apply(params, jnp.asarray(inputs[0][:rows])).items()}
+            want = {rows: {k: np.asarray(v) for k, v in apply(params, *[jnp.asarray(a[:rows]) for a in inputs]).items()}
                     for rows in (1, 37)}
         for rows in (1, 37):  # against the model at the same batch size (another size compiles another program)
             for key, value in want[rows].items():
                 np.testing.assert_allclose(got[f"{key}@{rows}"], value, atol=1e-6, rtol=1e-6,
                                            err_msg=f"{name} {key} at batch {rows}")
+
+
+def test_an_rl_ensemble_export_acts_with_the_agent_it_is_told_and_refuses_other_agents(runs):
+    model = load_exported(runs["agents_export"])
+    obs = np.asarray(jax.random.normal(jax.random.key(7), (6, 15)), np.float32)
+    agent = np.array([0, 1, 1, 0, 1, 0])
+    out = model(obs, agent)
+    np.testing.assert_array_equal(out["action"], out["member_actions"][np.arange(6), agent])
+    assert model.metadata["sharpe_picked_agent"] in (0, 1) and len(model.metadata["thompson_share"]) == 2
+    with pytest.raises(ExportError, match=r"input 'agent' must lie in 0 .. 1"):
+        model(obs, agent + 1)
+    with pytest.raises(ExportError, match="must hold whole numbers"):
+        model(obs, agent + 0.5)
 
 
 def test_onnx_runtime_agrees_with_jax_for_a_trained_model_and_a_policy(runs):
@@ -261,7 +284,7 @@ def test_the_pipeline_turns_raw_bars_into_an_execution_plan_with_clear_input_err
     out = tmp_path / "pipeline"
     manifest = export_pipeline(runs["ensemble_export"], runs["ppo_export"], out, lookback=90)
     assert manifest["checks"]["feature_skew"]["max_abs_diff_normalised"] < 0.5
-    engine = InferenceEngine(out, buckets=(1, 4))
+    engine = InferenceEngine(out, buckets=(4,))
     ins, _ = reference_inputs(engine.model.features, 90, rows=6)
     names = [s["name"] for s in engine.model.inputs]
     request = dict(zip(names, ins))

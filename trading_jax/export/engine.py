@@ -193,6 +193,12 @@ class InferenceEngine:
             index = tuple(int(i) for i in np.argwhere(bad)[0])
             raise InputError(f"input {name!r} has a NaN or infinite value at row {index[0]} (index {list(index)}); "
                              "send finite numbers (fill or drop missing data before the request)")
+        if np.dtype(spec["dtype"]).kind == "i":
+            if (a != np.round(a)).any():
+                raise InputError(f"input {name!r} must hold whole numbers")
+            if "range" in spec and ((a < spec["range"][0]) | (a > spec["range"][1])).any():
+                raise InputError(f"input {name!r} must lie in {spec['range'][0]} .. {spec['range'][1]} "
+                                 f"(got {a.min():g} .. {a.max():g})")
         return a.astype(spec["dtype"])
 
     def _check_bars(self, bars: np.ndarray) -> None:

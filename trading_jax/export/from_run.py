@@ -10,7 +10,10 @@ What is exported, by the run's algorithm (read from its `config.json`):
   "ensemble_mean" rule), "direction" (-1, 0, +1), "agreement" (fraction of members voting for the mean's
   class) and "mutual_information" (the members' disagreement);
 * ppo: the chosen seed's final params (best final validation metric unless `seed` is given) with its
-  observation normaliser, as a "policy": input raw `obs [B, O]`, outputs "action" (greedy) and the network's.
+  observation normaliser, as a "policy": input raw `obs [B, O]`, outputs "action" (greedy) and the network's;
+* ppo_ensemble: all K agents (final params, each with its normaliser), as an "ensemble": inputs `obs` and
+  `agent [B]` (which agent acts: the caller's per-episode Thompson draw, or the validation Sharpe pick
+  named in the metadata), outputs that agent's action and every agent's (`trading_jax.export.rebuild`).
 
 The feature pipeline's fitted state comes from the run's `features.json`; a run from before that file
 existed gets it rebuilt from its data (after checking the data is what it trained on). The held-out test
@@ -353,7 +356,48 @@ def _ppo(run: Path, record: dict, data_record: dict, seed: int | None):
                 input_docs={"obs": f"raw {config.env} env observations (normalised inside)"})
 
 
-BUILDERS = {"supervised": _supervised, "ensemble": _ensemble, "ppo": _ppo}
+def _ppo_ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
+    from trading_jax.envs import make
+    from trading_jax.rl.ppo import PPOConfig
+
+    if seed is not None:
+        raise ExportError(f"{run}: an RL ensemble exports all its agents; leave out --seed")
+    config = _build(PPOConfig, record["ppo"], pairs=("network_kwargs",))
+    if config.recurrent:
+        raise ExportError(f"{run}: its policies are recurrent; serving them needs the LSTM carry (not supported yet)")
+    env, env_params = make(config.env, **dict(config.env_kwargs))
+    state = _restore(run / "checkpoints" / "agents")["state"]
+    norm = {k: np.asarray(v, np.float32) for k, v in state["obs_norm"].items()}
+    params = {"network": state["params"], "obs_norm": norm}
+    members = int(norm["mean"].shape[0])
+    obs_dim = int(np.prod(env.observation_space(env_params).shape))
+    rng = np.random.default_rng(0)
+    reference = (norm["mean"][0] + np.sqrt(np.maximum(norm["var"][0], 1e-12))
+                 * rng.normal(size=(REFERENCE_ROWS, obs_dim))).astype(np.float32)
+    agents = rng.integers(0, members, REFERENCE_ROWS).astype(np.int32)
+    results = _results(run)
+    seeds = results.get("seeds") or record.get("seeds")
+    metrics = {f"test.{row['policy']}.mean_return": row.get("mean") for row in results.get("rows", [])
+               if isinstance(row, dict)}
+    model_json = {"algorithm": "ppo_ensemble", "factory": config.network_name, "preset": config.network_preset,
+                  "kwargs": dict(config.network_kwargs), "env": config.env, "env_kwargs": dict(config.env_kwargs),
+                  "policy": config.policy, "normalize_observations": config.normalize_observations,
+                  "obs_clip": config.obs_clip, "members": members}
+    picked = results.get("picked")
+    return dict(name=record.get("name", run.name), kind="ensemble", apply=apply_from_model_json(model_json),
+                params=params, inputs={"obs": ((obs_dim,), "float32"), "agent": ((), "int32")},
+                reference=[reference, agents], model_json=model_json, features=None, metrics=metrics,
+                extra={"seeds": seeds, "sharpe_picked_agent": None if picked is None or seeds is None
+                       else list(seeds).index(picked), "thompson_share": results.get("thompson_share"),
+                       "thompson": record.get("ensemble"),
+                       "reference_inputs": "observations drawn around agent 0's normaliser moments, random agents"},
+                input_docs={"obs": f"raw {config.env} env observations (normalised inside, per agent)",
+                            "agent": f"which of the {members} agents acts (0 .. {members - 1}): a Thompson draw "
+                                     "per episode (trading_jax.ensemble.thompson), or metadata's sharpe_picked_agent"},
+                input_ranges={"agent": [0, members - 1]})
+
+
+BUILDERS = {"supervised": _supervised, "ensemble": _ensemble, "ppo": _ppo, "ppo_ensemble": _ppo_ensemble}
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, seed: int | None = None, precision: str = "float32",
@@ -368,8 +412,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, seed: int | None = N
     record, data_record = read_run(run)
     algorithm = run_algorithm(record)
     if algorithm not in BUILDERS:
-        raise ExportError(f"{run}: exporting a {algorithm} run is not supported yet (supervised, ensemble and ppo runs "
-                          "are); export one of its members' runs instead")
+        raise ExportError(f"{run}: exporting a {algorithm} run is not supported yet (supervised, ensemble, ppo and "
+                          "ppo_ensemble runs are)")
     spec = BUILDERS[algorithm](run, record, data_record, seed)
     metadata = _metadata(run, algorithm, record, data_record, spec.pop("metrics"), spec.pop("extra"))
     params = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
@@ -380,7 +424,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, seed: int | None = N
                         params=params, inputs=spec.pop("inputs"), reference=spec.pop("reference"),
                         model_json=spec.pop("model_json"), metadata=metadata, features=spec.pop("features"),
                         precision=precision, onnx=onnx, platforms=platforms, overwrite=overwrite,
-                        input_docs=spec.pop("input_docs"))
+                        input_docs=spec.pop("input_docs"), input_ranges=spec.pop("input_ranges", None))
     if precision != "float32" and test is not None:
         manifest["checks"]["precision_test_scores"] = _precision_scores(out_dir, apply, params, test, task, precision)
         (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -9,7 +9,10 @@ or to compose exports into the inference pipeline. Kinds:
   training target scale;
 * "ensemble": groups of `members` copies of a model; outputs "member_probs" `[B, M, 3]`, their mean "probs",
   "direction" (-1, 0, +1), "agreement" (members voting for the mean's class) and "mutual_information";
-* "ppo" (a policy): `trading_jax.rl.ppo.make_inference`, outputs "action" and the network's.
+* "ppo" (a policy): `trading_jax.rl.ppo.make_inference`, outputs "action" and the network's;
+* "ppo_ensemble" (K policies): inputs `obs [B, O]` and `agent [B]` (which member acts: the caller's Thompson
+  draw, or the validation Sharpe pick in the metadata), outputs that member's "action" (and
+  "action_probs") and every member's: "member_actions" `[B, K]`, "member_values", "member_action_probs".
 """
 
 from __future__ import annotations
@@ -95,7 +98,28 @@ def _policy(model_json: Mapping, features: Mapping | None) -> Callable:
     return apply
 
 
-APPLY = {"supervised": _predictor, "ensemble": _ensemble, "ppo": _policy}
+def _policy_ensemble(model_json: Mapping, features: Mapping | None) -> Callable:
+    single = _policy(model_json, features)
+    members = int(model_json["members"])
+
+    def apply(params, obs, agent):
+        outs = []
+        for k in range(members):  # a loop, not vmap (jax2onnx)
+            outs.append(single(jax.tree.map(lambda a: a[k], params), obs))
+        stacked = {key: jnp.stack([o[key] for o in outs], axis=1) for key in outs[0]}  # [B, K, ...]
+        chosen = jnp.clip(agent.astype(jnp.int32), 0, members - 1)
+        pick = lambda v: jnp.take_along_axis(v, chosen.reshape((-1,) + (1,) * (v.ndim - 1)), axis=1)[:, 0]
+        out = {"action": pick(stacked["action"])}
+        if "action_probs" in stacked:
+            out["action_probs"] = pick(stacked["action_probs"])
+        out.update({f"member_{key}s" if key in ("action", "value") else f"member_{key}": v
+                    for key, v in stacked.items() if key in ("action", "value", "action_probs")})
+        return out
+
+    return apply
+
+
+APPLY = {"supervised": _predictor, "ensemble": _ensemble, "ppo": _policy, "ppo_ensemble": _policy_ensemble}
 
 
 def apply_from_model_json(model_json: Mapping[str, Any], features: Mapping | None = None) -> Callable:

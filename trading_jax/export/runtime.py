@@ -131,15 +131,21 @@ class ExportedModel:
             if spec["name"] not in given:
                 raise ExportError(f"{self.name}: input {spec['name']!r} is missing (shape {_shape_text(spec['shape'])})")
             try:
-                a = np.asarray(given[spec["name"]], dtype=spec["dtype"])
+                raw = np.asarray(given[spec["name"]])
+                a = np.asarray(raw, dtype=spec["dtype"])
             except (TypeError, ValueError) as error:
                 raise ExportError(f"{self.name}: input {spec['name']!r} is not an array of numbers ({error})") from None
+            if a.dtype.kind == "i" and raw.dtype.kind == "f" and (raw != np.round(raw)).any():
+                raise ExportError(f"{self.name}: input {spec['name']!r} must hold whole numbers")
             want = spec["shape"]
             if a.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, a.shape)):
                 raise ExportError(f"{self.name}: input {spec['name']!r} has shape {list(a.shape)}; expected "
                                   f"{_shape_text(want)} (B = batch)")
             if a.shape[0] == 0:
                 raise ExportError(f"{self.name}: input {spec['name']!r} has an empty batch")
+            if "range" in spec and ((a < spec["range"][0]) | (a > spec["range"][1])).any():
+                raise ExportError(f"{self.name}: input {spec['name']!r} must lie in {spec['range'][0]} .. "
+                                  f"{spec['range'][1]} (got {a.min()} .. {a.max()})")
             if batch is not None and a.shape[0] != batch:
                 raise ExportError(f"{self.name}: inputs disagree on the batch size ({batch} and {a.shape[0]})")
             batch = a.shape[0]
