@@ -28,7 +28,8 @@ import json
 from pathlib import Path
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ExportedModel", "load_exported", "read_manifest", "ExportError"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ExportedModel", "load_exported", "load_onnx", "read_manifest", "read_json",
+           "ExportError"]
 
 FORMAT = "trading-jax-export"
 FORMAT_VERSION = 1
@@ -39,16 +40,19 @@ class ExportError(ValueError):
     """An export folder that cannot be loaded, or inputs that do not fit it (one line, saying what to do)."""
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object file of an export folder (one-line `ExportError` when missing, unreadable or not an object)."""
+    if not path.is_file():
+        raise ExportError(f"{path.parent} has no {path.name}: not a trading-jax export (export the model first)")
     try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ExportError(f"{path}: missing; is {path.parent} an export folder (made by `trading-jax export`)?") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ExportError(f"{path}: not valid JSON ({error}); export the run again") from None
-    if not isinstance(value, dict):
-        raise ExportError(f"{path}: expected a JSON object; export the run again")
-    return value
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): re-export the model") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExportError(f"cannot read {path} ({e}): check the file and re-export the model") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path} holds a JSON {type(data).__name__}, not an object: re-export the model")
+    return data
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -56,9 +60,10 @@ def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_dir():
         raise ExportError(f"{path}: no such folder; pass the folder written by `trading-jax export RUN_DIR OUT_DIR`")
-    manifest = _read_json(path / MANIFEST)
+    manifest = read_json(path / MANIFEST)
     if manifest.get("format") != FORMAT:
-        raise ExportError(f"{path / MANIFEST}: not a trading-jax export (format {manifest.get('format')!r})")
+        raise ExportError(f"{path / MANIFEST} is a manifest of format {manifest.get('format')!r}, not {FORMAT!r}: "
+                          "pass a trading-jax export folder")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ExportError(f"{path / MANIFEST}: format version {version!r} is newer than this package reads "
@@ -83,8 +88,8 @@ class ExportedModel:
 
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
-        self.metadata = _read_json(self.path / "metadata.json") if (self.path / "metadata.json").exists() else {}
-        self.features = _read_json(self.path / "features.json") if (self.path / "features.json").exists() else {}
+        self.metadata = read_json(self.path / "metadata.json") if (self.path / "metadata.json").exists() else {}
+        self.features = read_json(self.path / "features.json") if (self.path / "features.json").exists() else {}
         self.name, self.kind = self.manifest["name"], self.manifest["kind"]
         self.inputs, self.outputs = self.manifest["inputs"], self.manifest["outputs"]
         weights = self.manifest["weights"]

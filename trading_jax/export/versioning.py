@@ -72,11 +72,11 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from trading_jax.export.runtime import read_json, read_manifest
 from trading_jax.logging import get_logger
 
 _log = get_logger(__name__)
 
-FORMAT = "trading-jax-export"
 ARTIFACT_PATH = "export"
 DEFAULT_EXPERIMENT = "trading-jax"
 MISSING_MLFLOW = (
@@ -347,32 +347,13 @@ def read_export(export_dir: str | os.PathLike) -> tuple[Path, dict, dict]:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder: pass the export folder (the one holding manifest.json)")
     folder = folder.resolve()
-    manifest = _read_json(folder / "manifest.json")
-    if manifest.get("format") != FORMAT:
-        raise ValueError(
-            f"{folder / 'manifest.json'} is a manifest of format {manifest.get('format')!r}, not {FORMAT!r}: "
-            "pass a trading-jax export folder"
-        )
-    metadata = _read_json(folder / "metadata.json")
+    manifest = read_manifest(folder)
+    metadata = read_json(folder / "metadata.json")
     return folder, manifest, metadata
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The export's content as MLflow params, metrics and tags
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ValueError(f"{path.parent} has no {path.name}: not a trading-jax export (export the model first)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): re-export the model") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path} ({e}): check the file and re-export the model") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object: re-export the model")
-    return data
 
 
 def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
