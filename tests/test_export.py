@@ -383,3 +383,16 @@ def test_train_ends_with_an_export_and_says_how_to_serve_it(tmp_path, capsys):
     assert load_exported(tmp_path / "run" / "export").kind == "predictor"
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "x")]) == 1
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_the_engine_batches_concurrent_requests_and_answers_each_with_its_own_rows(runs):
+    engine = InferenceEngine(runs["supervised_export"], buckets=(1, 8))
+    width = engine.model.features["n_features"]
+    xs = [np.asarray(jax.random.normal(jax.random.key(10 + k), (k + 1, 12, width)), np.float32) for k in range(5)]
+    futures = [engine.submit({"x": x}) for x in xs]
+    bad = engine.submit({"x": np.full((1, 12, width), np.inf)})
+    for x, future in zip(xs, futures):
+        np.testing.assert_allclose(future.result(timeout=60)["prediction"], engine.model(x)["prediction"], atol=1e-6)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        bad.result(timeout=60)
+    assert engine.requests == 5
