@@ -24,7 +24,6 @@ from trading_jax.export.rebuild import apply_from_model_json
 from trading_jax.export.runtime import ExportError, load_onnx
 from trading_jax.runs import load_experiment, run_experiment
 
-pytestmark = pytest.mark.xdist_group("export")  # one worker trains the module's runs once (--dist loadgroup)
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["tcn", "lstm", "lstm_attention", "cnn_lstm", "cnn_lstm_hybrid", "price_transformer",
             "direction_transformer", "multitask"]
@@ -91,10 +90,6 @@ every_updates = 3
 """
 
 
-AGENTS = PPO.replace('algorithm = "ppo"', 'algorithm = "ppo_ensemble"').replace('seeds = [0]', 'seeds = [0, 1]') \
-    .replace('name = "tiny_policy"', 'name = "tiny_agents"') + "[ensemble]\nval_episodes = 4\n"
-
-
 def _train(tmp, text, name):
     path = tmp / f"{name}.toml"
     path.write_text(text)
@@ -104,14 +99,24 @@ def _train(tmp, text, name):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module")  # the suite runs with --dist loadfile: this module's tests share one worker
 def runs(tmp_path_factory):
-    """Tiny trained runs (supervised, ensemble, PPO) and their exports."""
+    """Tiny trained runs (supervised through `trading-jax train`, ensemble, PPO) and their exports. (The RL
+    ensemble's export is tested on the run of tests/test_runs_meta_ensemble.py.)"""
+    import contextlib
+    import io
+
+    from trading_jax.cli import main
+
     tmp = tmp_path_factory.mktemp("export")
-    out = {name: _train(tmp, text, name) for name, text in (("supervised", SUPERVISED), ("ensemble", ENSEMBLE),
-                                                           ("ppo", PPO), ("agents", AGENTS))}
-    for name in ("supervised", "ensemble", "ppo", "agents"):
-        export_run(out[name], tmp / f"{name}_export", onnx=name not in ("ensemble", "agents"))
+    (tmp / "supervised.toml").write_text(SUPERVISED)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the main job's way: `trading-jax train` then its export
+        assert main(["train", str(tmp / "supervised.toml"), "--out", str(tmp / "supervised"), "--quiet"]) == 0
+    out = {"supervised": tmp / "supervised", "train_printed": printed.getvalue()}
+    out.update({name: _train(tmp, text, name) for name, text in (("ensemble", ENSEMBLE), ("ppo", PPO))})
+    for name in ("supervised", "ensemble", "ppo"):
+        export_run(out[name], tmp / f"{name}_export", onnx=name != "ensemble")
         out[f"{name}_export"] = tmp / f"{name}_export"
     out["tmp"] = tmp
     return out
@@ -130,8 +135,7 @@ def _family_export(tmp, family):
     write_export(tmp / family, name=family, kind="predictor", apply=apply, params=params,
                  inputs={"x": ((T, F), "float32")}, reference=[x], model_json=model_json, metadata={},
                  onnx=False, overwrite=True)  # ONNX of every family: tests/test_export_onnx.py
-    return x, {rows: {k: np.asarray(v) for k, v in jax.jit(apply)(params, jnp.asarray(x[:rows])).items()}
-               for rows in (1, 37)}
+    return x, {k: np.asarray(v) for k, v in jax.jit(apply)(params, jnp.asarray(x)).items()}
 
 
 LOADER = textwrap.dedent("""
@@ -167,13 +171,11 @@ def test_every_model_family_a_policy_and_an_ensemble_load_in_a_process_without_t
         np.save(tmp_path / f"{family}_x.npy", x)
         jobs.append([str(tmp_path / family), [str(tmp_path / f"{family}_x.npy")], str(tmp_path / f"{family}.npz")])
         expected[family] = ([x], want, None)
-    for name in ("supervised", "ensemble", "ppo", "agents"):
+    for name in ("supervised", "ensemble", "ppo"):
         folder = runs[f"{name}_export"]
         model = load_exported(folder)
         shape = model.inputs[0]["shape"][1:]
         inputs = [np.asarray(jax.random.normal(jax.random.key(2), (37, *shape)), np.float32)]
-        if name == "agents":  # which agent acts
-            inputs.append(np.arange(37, dtype=np.int32) % 2)
         paths = []
         for i, array in enumerate(inputs):
             np.save(tmp_path / f"{name}_{i}.npy", array)
@@ -191,25 +193,14 @@ def test_every_model_family_a_policy_and_an_ensemble_load_in_a_process_without_t
 
             _, model_json, features, params = load_params(folder)
             apply = jax.jit(apply_from_model_json(model_json, features))
-            want = {rows: {k: np.asarray(v) for k, v in apply(params, *[jnp.asarray(a[:rows]) for a in inputs]).items()}
-                    for rows in (1, 37)}
-        for rows in (1, 37):  # against the model at the same batch size (another size compiles another program)
-            for key, value in want[rows].items():
-                np.testing.assert_allclose(got[f"{key}@{rows}"], value, atol=1e-6, rtol=1e-6,
+            want = {k: np.asarray(v) for k, v in apply(params, *[jnp.asarray(a) for a in inputs]).items()}
+        export_dir = Path(folder) if folder is not None else tmp_path / name
+        served = [o["name"] for o in json.loads((export_dir / "manifest.json").read_text())["outputs"]]
+        assert set(want) - set(served) == ({"log_vars"} if name == "multitask" else set())  # not a prediction
+        for rows in (1, 37):  # the model run at batch 37 (batch 1 compiles another program: rounding-level changes)
+            for key, value in ((k, want[k]) for k in served):
+                np.testing.assert_allclose(got[f"{key}@{rows}"], value[:rows], atol=1e-6, rtol=1e-6,
                                            err_msg=f"{name} {key} at batch {rows}")
-
-
-def test_an_rl_ensemble_export_acts_with_the_agent_it_is_told_and_refuses_other_agents(runs):
-    model = load_exported(runs["agents_export"])
-    obs = np.asarray(jax.random.normal(jax.random.key(7), (6, 15)), np.float32)
-    agent = np.array([0, 1, 1, 0, 1, 0])
-    out = model(obs, agent)
-    np.testing.assert_array_equal(out["action"], out["member_actions"][np.arange(6), agent])
-    assert model.metadata["sharpe_picked_agent"] in (0, 1) and len(model.metadata["thompson_share"]) == 2
-    with pytest.raises(ExportError, match=r"input 'agent' must lie in 0 .. 1"):
-        model(obs, agent + 1)
-    with pytest.raises(ExportError, match="must hold whole numbers"):
-        model(obs, agent + 0.5)
 
 
 def test_onnx_runtime_agrees_with_jax_for_a_trained_model_and_a_policy(runs):
@@ -372,15 +363,12 @@ def test_an_export_round_trips_through_an_mlflow_file_store(runs, tmp_path, monk
     np.testing.assert_array_equal(load_exported(folder)(obs)["action"], load_exported(runs["ppo_export"])(obs)["action"])
 
 
-def test_train_ends_with_an_export_and_says_how_to_serve_it(tmp_path, capsys):
+def test_train_ends_with_an_export_and_says_how_to_serve_it(runs, tmp_path, capsys):
     from trading_jax.cli import main
 
-    path = tmp_path / "main.toml"
-    path.write_text(SUPERVISED.replace("seeds = [0, 1]", "seeds = [0]"))
-    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    assert f"trading-jax serve {tmp_path / 'run' / 'export'}" in printed
-    assert load_exported(tmp_path / "run" / "export").kind == "predictor"
+    assert f"trading-jax serve {runs['supervised'] / 'export'}" in runs["train_printed"]
+    assert "load_exported(" in runs["train_printed"]
+    assert load_exported(runs["supervised"] / "export").kind == "predictor"
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "x")]) == 1
     assert "no such run folder" in capsys.readouterr().err
 

@@ -183,6 +183,20 @@ def test_a_tiny_ppo_ensemble_run_scores_every_agent_thompson_and_the_sharpe_pick
     assert len(report["thompson_arms"]) == 12 and sum(report["thompson_share"]) == pytest.approx(1.0)
     text = (tmp_path / "run" / "results.md").read_text()
     assert "Thompson" in text and "lr [0.0003, 0.001]" in text  # the agents differ by seed and learning rate
+    # exported for serving: every agent, and the one the caller picks acts
+    from trading_jax.export import ExportError, export_run, load_exported
+
+    export_run(tmp_path / "run", tmp_path / "export", onnx=False)
+    model = load_exported(tmp_path / "export")
+    assert model.metadata["sharpe_picked_agent"] == [0, 1].index(report["picked"])
+    obs = np.random.default_rng(7).normal(size=(6, 15)).astype(np.float32)
+    agent = np.array([0, 1, 1, 0, 1, 0])
+    out = model(obs, agent)
+    np.testing.assert_array_equal(out["action"], out["member_actions"][np.arange(6), agent])
+    with pytest.raises(ExportError, match=r"input 'agent' must lie in 0 .. 1"):
+        model(obs, agent + 1)
+    with pytest.raises(ExportError, match="must hold whole numbers"):
+        model(obs, agent + 0.5)
 
 
 HANG = """

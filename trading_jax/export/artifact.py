@@ -205,6 +205,15 @@ def _write(tmp: Path, *, name, kind, apply, params, inputs, reference, model_jso
     save_file({k: np.array(stored[k], order="C") for k in order}, str(tmp / WEIGHTS),  # keeps 0-d arrays 0-d
               metadata={"precision": precision, "format": FORMAT})
     ref = [np.asarray(r, np.dtype(inputs[n][1])) for n, r in zip(inputs, reference)]
+    batched = _batched_outputs(apply, params, inputs)
+    dropped = [k for k, ok in batched.items() if not ok]  # e.g. multitask's learned loss weights: not a prediction
+    if dropped:
+        log.info("%s: outputs without a batch axis are not served: %s", name, ", ".join(dropped))
+    full_apply = apply
+
+    def apply(p, *arrays):  # noqa: F811 - the served outputs only
+        return {k: v for k, v in full_apply(p, *arrays).items() if batched[k]}
+
     jitted = jax.jit(apply)
     ref_out = {k: np.asarray(v) for k, v in jitted(params, *ref).items()}  # float32 params
     out_names = list(ref_out)
@@ -254,13 +263,23 @@ def _write(tmp: Path, *, name, kind, apply, params, inputs, reference, model_jso
                     "float32_bytes": int(sum(np.asarray(v).size * 4 for v in flat.values()))},
         "stablehlo": {"file": STABLEHLO, "platforms": list(exported.platforms), "jax_version": jax.__version__,
                       "calling_convention_version": exported.calling_convention_version},
-        "onnx": onnx_record, "checks": checks,
+        "onnx": onnx_record, "checks": checks, "dropped_outputs": dropped,
     }
     for file, value in (("manifest.json", manifest), ("model.json", model_json), ("metadata.json", metadata)):
         (tmp / file).write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
     if features:
         (tmp / "features.json").write_text(json.dumps(features, indent=2, default=_json_default) + "\n")
     return manifest
+
+
+def _batched_outputs(apply, params, inputs) -> dict[str, bool]:
+    """Which outputs have the batch axis (their leading size follows the inputs' batch size)."""
+    def shapes(batch):
+        args = [jax.ShapeDtypeStruct((batch,) + tuple(shape), np.dtype(dtype)) for shape, dtype in inputs.values()]
+        return jax.eval_shape(apply, params, *args)
+
+    two, three = shapes(2), shapes(3)
+    return {k: len(two[k].shape) > 0 and two[k].shape[0] == 2 and three[k].shape[0] == 3 for k in two}
 
 
 def _precision_report(full: Mapping, quantised: Sequence, names) -> dict:
