@@ -290,7 +290,7 @@ def _ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
     shape = (features["window"], features["n_features"])
     reference, described = _reference(test_x, shape)
     per_seed = {s["seed"]: s for s in _results(run).get("seeds", [])}
-    scores = (per_seed.get(chosen) or {}).get("test") or (per_seed.get(chosen) or {}).get("scores") or {}
+    scores = (per_seed.get(chosen) or {}).get("rows") or {}  # the run's test-split scores of every rule
     metrics = {f"test.{row}.{k}": v for row, values in scores.items() if isinstance(values, dict)
                for k, v in values.items() if isinstance(v, (int, float)) or v is None}
     model_json = {"algorithm": "ensemble", "combine": "mean of member class probabilities (ensemble_mean)",
