@@ -214,5 +214,5 @@ def describe(model: ExportedModel, engine_hint: bool = True) -> str:
     lines = [repr(model)]
     if engine_hint:
         lines += [f"  load:  from trading_jax.export import load_exported; model = load_exported({str(model.path)!r})",
-                  f"  serve: trading-jax serve {model.path}"]
+                  f"  serve: trading-jax serve {model.path}   (HTTP; needs pip install 'trading-jax[serve]')"]
     return "\n".join(lines)
