@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from trading_jax.export.artifact import git_commit, write_export
-from trading_jax.export.rebuild import apply_from_model_json
+from trading_jax.export.rebuild import apply_from_model_json, policy_model_json
 from trading_jax.export.runtime import ExportError
 from trading_jax.logging import get_logger
 
@@ -344,10 +344,7 @@ def _ppo(run: Path, record: dict, data_record: dict, seed: int | None):
         if isinstance(row, dict) and row.get("policy") == f"ppo_seed_{chosen}":
             metrics = {f"test.{k}": v for k, v in row.items() if isinstance(v, (int, float))}
     metrics[metric] = restored[chosen]["metrics"].get(restored[chosen]["step"], {}).get(metric)
-    model_json = {"algorithm": "ppo", "factory": config.network_name, "preset": config.network_preset,
-                  "kwargs": dict(config.network_kwargs), "env": config.env, "env_kwargs": dict(config.env_kwargs),
-                  "policy": config.policy, "normalize_observations": config.normalize_observations,
-                  "obs_clip": config.obs_clip}
+    model_json = policy_model_json(config)
     return dict(name=record.get("name", run.name), kind="policy", apply=apply_from_model_json(model_json), params=params,
                 inputs={"obs": ((obs_dim,), "float32")}, reference=[reference], model_json=model_json, features=None,
                 metrics=metrics, extra={"seed": chosen, "step": restored[chosen]["step"],
@@ -379,10 +376,7 @@ def _ppo_ensemble(run: Path, record: dict, data_record: dict, seed: int | None):
     seeds = results.get("seeds") or record.get("seeds")
     metrics = {f"test.{row['policy']}.mean_return": row.get("mean") for row in results.get("rows", [])
                if isinstance(row, dict)}
-    model_json = {"algorithm": "ppo_ensemble", "factory": config.network_name, "preset": config.network_preset,
-                  "kwargs": dict(config.network_kwargs), "env": config.env, "env_kwargs": dict(config.env_kwargs),
-                  "policy": config.policy, "normalize_observations": config.normalize_observations,
-                  "obs_clip": config.obs_clip, "members": members}
+    model_json = policy_model_json(config, "ppo_ensemble", members=members)
     picked = results.get("picked")
     return dict(name=record.get("name", run.name), kind="ensemble", apply=apply_from_model_json(model_json),
                 params=params, inputs={"obs": ((obs_dim,), "float32"), "agent": ((), "int32")},

@@ -59,7 +59,7 @@ def model_inputs(features: dict, lookback: int):
     """`inputs(bars [L, A, 5], calendar [L, 2] or None) -> [A, window, F]` normalised model inputs (traceable)."""
     from trading_jax.data.types import Bars
     from trading_jax.features.normalize import NormalizerState, normalizer_apply
-    from trading_jax.features.pipeline import _compute, calendar_encoding
+    from trading_jax.features.pipeline import calendar_encoding
 
     fp = _feature_pipeline(features)
     state = NormalizerState(**{k: jnp.asarray(v, jnp.float32) for k, v in features["normalizer"].items()})
@@ -68,7 +68,7 @@ def model_inputs(features: dict, lookback: int):
     def inputs(bars, calendar):
         panel = Bars(*(bars[..., i] for i in range(5)))
         temporal = None if calendar is None else calendar_encoding(calendar, jnp).astype(bars.dtype)
-        raw = _compute(fp, panel, temporal)  # [L, A, F]
+        raw = fp.compute_traced(panel, temporal)  # [L, A, F]
         z = normalizer_apply(state, raw[-window:], clip=clip, eps=eps)
         return jnp.swapaxes(z, 0, 1)  # [A, window, F]
 

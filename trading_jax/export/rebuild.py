@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-__all__ = ["apply_from_model_json", "load_params", "ppo_config"]
+__all__ = ["apply_from_model_json", "load_params", "ppo_config", "policy_model_json"]
 
 
 def _kwargs(kwargs: Mapping) -> dict:
@@ -71,6 +71,14 @@ def _ensemble(model_json: Mapping, features: Mapping | None) -> Callable:
                 "mutual_information": classification_uncertainty(member_probs).mutual_information}
 
     return apply
+
+
+def policy_model_json(config, algorithm: str = "ppo", **extra) -> dict:
+    """The `model.json` of a policy export from its `PPOConfig` (the inverse of `ppo_config`)."""
+    return {"algorithm": algorithm, "factory": config.network_name, "preset": config.network_preset,
+            "kwargs": dict(config.network_kwargs), "env": config.env, "env_kwargs": dict(config.env_kwargs),
+            "policy": config.policy, "normalize_observations": config.normalize_observations,
+            "obs_clip": config.obs_clip, **extra}
 
 
 def ppo_config(model_json: Mapping):

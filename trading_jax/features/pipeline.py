@@ -314,6 +314,12 @@ class FeaturePipeline:
             temporal = jnp.asarray(temporal_features(timestamps), bars.close.dtype)
         return _compute(self, bars, temporal)
 
+    def compute_traced(self, bars: Bars, temporal: jnp.ndarray | None = None) -> jnp.ndarray:
+        """`compute` for code that is itself traced (an exported inference pipeline): `bars` of `[time, asset]`
+        arrays, `temporal` the `[time, 4]` encodings (`calendar_encoding`) or None; no length check (the caller
+        guarantees warm-up + window bars)."""
+        return _compute(self, bars, temporal)
+
     def fit(self, raw: jnp.ndarray, train: IndexRange) -> NormalizerState:
         """Normaliser statistics from the training rows `train` only (warm-up NaN ignored)."""
         state = normalizer_init(raw.shape[-1], raw.dtype)

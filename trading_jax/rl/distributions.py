@@ -127,6 +127,10 @@ class ActionDistribution:
             self.low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), self.shape)
             self.high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), self.shape)
 
+    def action_logits(self, out):
+        """Categorical logits shaped `[..., *shape, n]` (one row of n per independent choice)."""
+        return self._logits(out)
+
     def _logits(self, out):
         logits = out["logits"]
         return logits.reshape(logits.shape[:-1] + self.shape + (self.n,))

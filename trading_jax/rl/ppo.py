@@ -654,7 +654,7 @@ def make_inference(config: PPOConfig, env=None, env_params=None):
             obs_norm = NormalizerState(**obs_norm)
         out = dict(model.apply({"params": params}, normalize(obs_norm, jnp.asarray(obs, jnp.float32))))
         if "logits" in out:
-            out["action_probs"] = jax.nn.softmax(policy._logits(out), axis=-1).reshape(out["logits"].shape)
+            out["action_probs"] = jax.nn.softmax(policy.action_logits(out), axis=-1).reshape(out["logits"].shape)
         return {"action": policy.to_env(policy.mode(out)), **out}
 
     return infer
