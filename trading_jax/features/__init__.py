@@ -1,5 +1,5 @@
 """Pure-JAX features: technical indicators (TA-Lib definitions), spectral, microstructure and
-cross-asset features, the running normaliser and the `FeaturePipeline`.
+cross-asset features, sentiment features from scored texts, the running normaliser and the `FeaturePipeline`.
 
 Every indicator takes time-first arrays `[time, ...]` and is batched over the trailing axes.
 Names are imported lazily.
@@ -26,6 +26,11 @@ _EXPORTS.update({name: "normalize" for name in ("NormalizerState", "normalizer_i
 _EXPORTS.update({
     name: "pipeline"
     for name in ("FeatureConfig", "FeaturePipeline", "fill_missing_bars", "temporal_features", "run_feature_job")
+})
+
+_EXPORTS.update({
+    name: "sentiment"
+    for name in ("SENTIMENT_FEATURES", "SentimentEvents", "aggregate_sentiment", "score_from_probs", "events_from_frame")
 })
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,6 +8,11 @@ so one set of normalisation statistics can be shared by all assets. Three steps:
     state = pipeline.fit(raw, train=split.train)      # normaliser fitted on the training rows only
     z = pipeline.transform(state, raw)                # standardised and clipped; warm-up stays NaN
 
+External per-bar features (sentiment, `trading_jax.features.sentiment.aggregate_sentiment`, or anything
+else `[time, asset, K]`) are appended with `compute(bars, timestamps, external=..., external_names=...)`
+(and `names(n_assets, external_names=...)`), so they are normalised by the same train-only `fit` and go
+wherever the tensor goes. They must already be causal (row t uses data <= t), as `aggregate_sentiment`'s are.
+
 Row `t` of `raw` uses bars `<= t` only (the tests perturb the future and check). Rows before
 `pipeline.warmup` are NaN in at least one feature; from `warmup` on every feature is finite for
 finite, positive input. A market needs at least `pipeline.min_bars(n_assets)` = warm-up + 1 bars
@@ -214,14 +219,26 @@ class FeaturePipeline:
     def _per_asset(self) -> tuple[FeatureGroup, ...]:
         return per_asset_features(self.config)
 
-    def names(self, n_assets: int, with_timestamps: bool = True) -> tuple[str, ...]:
-        """Feature names in tensor order, for a panel of `n_assets` assets."""
+    def names(self, n_assets: int, with_timestamps: bool = True, external_names: Sequence[str] = ()) -> tuple[str, ...]:
+        """Feature names in tensor order, for a panel of `n_assets` assets; `external_names` (those passed to
+        `compute(..., external_names=)`) come last.
+
+        Raises:
+            ValueError: an external name repeats one of the pipeline's names or another external name.
+        """
         names = [name for group in self._per_asset for name in group.names]
         if self._uses_correlation(n_assets):
             names.append(f"mean_correlation_{self.config.correlation_window}")
         if self.config.temporal and with_timestamps:
             names.extend(TEMPORAL_NAMES)
-        return tuple(names)
+        external_names = tuple(str(name) for name in external_names)
+        taken = set(names)
+        for name in external_names:
+            if name in taken:
+                raise ValueError(f"FeaturePipeline: the external feature name {name!r} is already a feature name of the "
+                                 "tensor; give each external feature a distinct name (e.g. a prefix)")
+            taken.add(name)
+        return tuple(names) + external_names
 
     @property
     def warmup(self) -> int:
@@ -290,35 +307,84 @@ class FeaturePipeline:
     def _uses_correlation(self, n_assets: int) -> bool:
         return bool(self.config.correlation_window) and n_assets > 1
 
-    def compute(self, bars: Bars, timestamps: np.ndarray | None = None) -> jnp.ndarray:
+    def compute(self, bars: Bars, timestamps: np.ndarray | None = None, external=None,
+                external_names: Sequence[str] | None = None) -> jnp.ndarray:
         """The raw (unnormalised) feature tensor.
 
         Args:
             bars: `Bars` of `[time, asset]` (or `[time]`) finite, positive arrays; fill missing
                 bars first with `fill_missing_bars`.
             timestamps: optional `datetime64` `[time]`; adds the temporal features.
+            external: optional external per-bar features `[time, asset, K]` on the same time axis (e.g.
+                `aggregate_sentiment(timestamps, ...)`), appended after the computed ones. They must already
+                be causal: row t uses data `<= t` only (nothing here can check that). No inf anywhere and no
+                NaN from row `warmup_for(n_assets)` on (NaN in the warm-up rows is allowed: those rows are
+                NaN anyway); a source without a value yet should give a neutral number (sentiment gives 0).
+            external_names: optional names of the K external columns (used in error messages; `names(...,
+                external_names=)` gives the full list).
 
         Returns:
-            `[time, asset, F]` float array, F = `len(self.names(n_assets, timestamps is not None))`.
+            `[time, asset, F + K]` float array, F + K = `len(self.names(n_assets, timestamps is not None,
+            external_names))`; without `external` exactly the `[time, asset, F]` tensor of the pipeline alone.
 
         Raises:
             ValueError: if the market has fewer than `min_bars(n_assets)` = warm-up + 1 bars (no row
-                would have every feature), naming the length, the warm-up and its feature.
+                would have every feature), naming the length, the warm-up and its feature; if `external` is
+                not `[time, asset, K]` with the market's time and asset sizes (naming both shapes), if
+                `external_names` does not name its K columns, or if an external value is inf, or NaN after the
+                warm-up (naming the column, asset and row).
         """
         bars = Bars(*(jnp.atleast_1d(jnp.asarray(f)) for f in bars))
         if bars.close.ndim == 1:
             bars = Bars(*(f[:, None] for f in bars))
-        self.check_length(int(bars.close.shape[0]), int(bars.close.shape[1]), what="FeaturePipeline.compute: the market")
+        n_time, n_assets = (int(n) for n in bars.close.shape)
+        self.check_length(n_time, n_assets, what="FeaturePipeline.compute: the market")
+        if external is not None:
+            external = self._check_external(external, external_names, n_time, n_assets)
         temporal = None
         if self.config.temporal and timestamps is not None:
             temporal = jnp.asarray(temporal_features(timestamps), bars.close.dtype)
-        return _compute(self, bars, temporal)
+        raw = _compute(self, bars, temporal)
+        if external is None:
+            return raw
+        return jnp.concatenate([raw, jnp.asarray(external, raw.dtype)], axis=-1)
 
-    def compute_traced(self, bars: Bars, temporal: jnp.ndarray | None = None) -> jnp.ndarray:
+    def _check_external(self, external, external_names, n_time: int, n_assets: int) -> np.ndarray:
+        """The external features as a host array after the checks of `compute` (one-line errors)."""
+        fn = "FeaturePipeline.compute"
+        values = np.asarray(external)
+        if values.ndim != 3 or values.shape[:2] != (n_time, n_assets):
+            raise ValueError(f"{fn}: external has shape {values.shape} but the market is [time, asset] = [{n_time}, "
+                             f"{n_assets}]: external features must be [time, asset, K] on the bars' time axis (e.g. "
+                             "aggregate_sentiment(timestamps, ...))")
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+            raise ValueError(f"{fn}: external must hold real numbers; got dtype {values.dtype}")
+        k = values.shape[2]
+        names = tuple(f"external[{j}]" for j in range(k)) if external_names is None else tuple(external_names)
+        if len(names) != k:
+            raise ValueError(f"{fn}: external has {k} columns but external_names has {len(names)} names "
+                             f"({list(names)}); give one name per column")
+        values = values.astype(np.float64)
+        bad = np.isinf(values)
+        bad[self.warmup_for(n_assets):] |= np.isnan(values[self.warmup_for(n_assets):])
+        if bad.any():
+            row, asset, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{fn}: external column {names[col]!r} is {values[row, asset, col]} at row {row}, asset {asset} "
+                f"({int(bad.sum())} such values; NaN is allowed only in the warm-up rows 0 .. "
+                f"{self.warmup_for(n_assets) - 1}, inf nowhere); give a neutral value where the source has none "
+                "yet (aggregate_sentiment gives 0) or repair the source")
+        return values
+
+    def compute_traced(self, bars: Bars, temporal: jnp.ndarray | None = None, external=None) -> jnp.ndarray:
         """`compute` for code that is itself traced (an exported inference pipeline): `bars` of `[time, asset]`
-        arrays, `temporal` the `[time, 4]` encodings (`calendar_encoding`) or None; no length check (the caller
-        guarantees warm-up + window bars)."""
-        return _compute(self, bars, temporal)
+        arrays, `temporal` the `[time, 4]` encodings (`calendar_encoding`) or None, `external` the causal
+        `[time, asset, K]` external features or None (appended last); no length or value checks (the caller
+        guarantees warm-up + window bars and finite external values)."""
+        raw = _compute(self, bars, temporal)
+        if external is None:
+            return raw
+        return jnp.concatenate([raw, jnp.asarray(external).astype(raw.dtype)], axis=-1)
 
     def fit(self, raw: jnp.ndarray, train: IndexRange) -> NormalizerState:
         """Normaliser statistics from the training rows `train` only (warm-up NaN ignored)."""
