@@ -137,11 +137,35 @@ def task_loss(config, outputs: Mapping[str, Any], targets, label_smoothing: floa
             return huber(outputs["prediction"], targets, source.huber_delta)
         return mse(outputs["prediction"], targets)
     if config.task == "classification":
-        return cross_entropy(outputs["logits"], targets, eps)
+        loss = cross_entropy(outputs["logits"], targets, eps)
+        if "confidence" in outputs:  # a confidence head (the sentiment network's) learns P(the call is right)
+            loss = loss + confidence_loss(outputs["confidence"], outputs["logits"], targets)
+        return loss
     weights = dict(config.multitask_weights)
     if hparams is not None:  # traced weights; tasks the config weighs 0 stay out of the program
         weights = {k: hparams.multitask_weights[k] for k, v in weights.items() if v != 0}
     return multitask_loss(outputs, targets, weights, eps, config.uncertainty_weighting)
+
+
+def confidence_loss(confidence, logits, targets) -> jax.Array:
+    """Binary cross-entropy of a confidence head against whether the classifier's call is right.
+
+        c*_b = 1[argmax_k z_bk = y_b]   (held fixed: no gradient flows into the logits through it)
+        L = -mean_b [c*_b log q_b + (1 - c*_b) log(1 - q_b)],   q clipped to [1e-6, 1 - 1e-6]
+
+    so a trained head estimates the probability that the predicted class is the true one.
+
+    Args:
+        confidence: `[batch]` or `[batch, 1]` probabilities (after the sigmoid).
+        logits: `[batch, K]`.
+        targets: `[batch]` integer labels or `[batch, K]` probabilities (their argmax is the label).
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    targets = jnp.asarray(targets)
+    labels = targets if jnp.issubdtype(targets.dtype, jnp.integer) else jnp.argmax(targets, -1)
+    right = jax.lax.stop_gradient((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+    q = jnp.clip(jnp.asarray(confidence, jnp.float32).reshape(right.shape), 1e-6, 1.0 - 1e-6)
+    return -jnp.mean(right * jnp.log(q) + (1.0 - right) * jnp.log1p(-q))
 
 
 # ----------------------------------------------------------------------------------------- metrics

@@ -12,7 +12,8 @@ from trading_jax.models.precision import cast_floating, compute_dtype  # noqa: F
 from trading_jax.training import curriculum
 from trading_jax.training.config import TrainConfig
 
-__all__ = ["select_tree", "cast_floating", "compute_dtype", "prepare_batches", "constrain", "epoch_indices"]
+__all__ = ["select_tree", "cast_floating", "compute_dtype", "prepare_batches", "constrain", "epoch_indices", "take",
+           "overlay_params", "has_integer_leaves"]
 
 
 def select_tree(pred, new, old):
@@ -45,3 +46,37 @@ def epoch_indices(key, n: int, steps: int, batch: int, order=None, pool=None):
     else:
         perm = curriculum.curriculum_permutation(key, order, pool)
     return perm[: steps * batch].reshape(steps, batch)
+
+
+def take(x, index):
+    """Rows `index` (an index array or a slice) of every leaf of `x`: an array or a pytree of arrays sharing the
+    sample axis, e.g. `{"input_ids": [N, L] int32, "attention_mask": [N, L]}` for a text model."""
+    return jax.tree.map(lambda a: a[index], x)
+
+
+def has_integer_leaves(x) -> bool:
+    """Whether any leaf of `x` is integer or bool (token ids, masks): such inputs cannot take noise, mixup or FGSM."""
+    return any(not jnp.issubdtype(jnp.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype, jnp.floating)
+               for a in jax.tree.leaves(x))
+
+
+def overlay_params(params, given):
+    """`params` with every leaf that `given` holds replaced by `given`'s (a full tree, or a partial one such as a
+    pre-trained encoder's subtree: the rest keeps its fresh initialisation).
+
+    Raises:
+        ValueError: a path of `given` that `params` lacks, or a shape that differs (one line naming the path).
+    """
+    from flax import traverse_util
+
+    flat = dict(traverse_util.flatten_dict(params, sep="/"))
+    for path, value in traverse_util.flatten_dict(given, sep="/").items():
+        if path not in flat:
+            close = [p for p in flat if p.split("/")[-1] == path.split("/")[-1]][:3]
+            raise ValueError(f"initial params: the model has no parameter {path!r}"
+                             + (f" (similar: {', '.join(close)})" if close else ""))
+        if tuple(jnp.shape(value)) != tuple(jnp.shape(flat[path])):
+            raise ValueError(f"initial params: {path!r} has shape {tuple(jnp.shape(value))} but the model's is "
+                             f"{tuple(jnp.shape(flat[path]))}")
+        flat[path] = jnp.asarray(value, flat[path].dtype)
+    return traverse_util.unflatten_dict(flat, sep="/")

@@ -41,7 +41,8 @@ from trading_jax.training import augment, curriculum
 from trading_jax.training.config import Dataset, TrainConfig
 from trading_jax.training.losses import task_loss
 from trading_jax.training.steps import (
-    cast_floating, compute_dtype, constrain, epoch_indices, prepare_batches, select_tree,
+    cast_floating, compute_dtype, constrain, epoch_indices, has_integer_leaves, overlay_params, prepare_batches,
+    select_tree, take,
 )
 
 
@@ -260,7 +261,7 @@ def _apply_fn(model, config: TrainConfig):
 
     def apply(params, x, train: bool, key=None):
         rngs = {"dropout": key} if train else {}
-        out = model.apply({"params": cast_floating(params, dtype)}, x.astype(dtype), train=train, rngs=rngs)
+        out = model.apply({"params": cast_floating(params, dtype)}, cast_floating(x, dtype), train=train, rngs=rngs)
         return cast_floating(out, jnp.float32)
 
     return apply
@@ -271,7 +272,8 @@ def _apply_fn(model, config: TrainConfig):
 HISTORY_KEYS = ("train_loss", "val_loss", "skipped_steps", "stopped", "pool")
 
 
-def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False) -> FunctionTrainer:
+def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: bool = False,
+                 init_params=None) -> FunctionTrainer:
     """Supervised training as a `trading_jax.loop.FunctionTrainer` over a checkpointable `TrainState`.
 
     One unit is an epoch: `trainer.run(state, n)` runs the next `n` epochs (a `lax.scan`) and returns
@@ -293,11 +295,29 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
             `trading_jax.ensemble.make_ensemble_trainer`). Validation always uses the whole `x_val`.
         mesh: a mesh with a "data" axis: minibatches are sharded over it, params replicated.
         data_parallel: build `trading_jax.parallel.make_mesh()` over all devices when no mesh is given.
+        init_params: optional initial params (the trainer's `args["params"]`): a full tree, or a partial one
+            (e.g. a pre-trained BERT encoder's "bert" subtree) overlaid on each seed's fresh initialisation
+            (`steps.overlay_params`), so new heads still differ per seed.
+
+    Inputs may be a pytree: `x_train` = `{"input_ids": [n, L] int32, "attention_mask": [n, L] int32}` for a text
+    model. Every leaf shares the sample axis; floating leaves are cast to the compute dtype, integer leaves are
+    passed as they are. Input noise, mixup and FGSM perturb floats, so they are refused for integer inputs, and so
+    is the curriculum without `Dataset.difficulty` (its default ranks samples by the volatility of a float feature).
 
     Raises:
-        ValueError: non-finite data, too few samples for one batch, a batch not divisible by devices.
+        ValueError: non-finite data, too few samples for one batch, a batch not divisible by devices, an
+            augmentation that cannot apply to integer inputs, initial params that do not fit the model.
     """
     _check_data(data)
+    if has_integer_leaves(data.x_train):
+        on = [name for name, value in (("noise_std", config.noise_std), ("mixup_alpha", config.mixup_alpha),
+                                       ("fgsm_epsilon", config.fgsm_epsilon)) if value > 0]
+        if on:
+            raise ValueError(f"{', '.join(on)} > 0 perturbs float inputs, but this dataset's inputs hold integers "
+                             "(token ids, masks): set them to 0 for a text model")
+        if config.curriculum and data.difficulty is None:
+            raise ValueError("curriculum = true ranks samples by the volatility of a float input feature, but this "
+                             "dataset's inputs hold integers: give Dataset.difficulty or switch the curriculum off")
     n_train = int(jax.tree.leaves(data.x_train)[0].shape[0])
     steps, mesh, batch_sharding, replicated, data = prepare_batches(config, n_train, "n_train", data, mesh, data_parallel)
 
@@ -330,7 +350,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
     def val_loss(params, data, hp):
         def one(sample):
             x, y = sample
-            out = apply(params, x[None], False)
+            out = apply(params, jax.tree.map(lambda a: a[None], x), False)
             return task_loss(config, out, jax.tree.map(lambda a: a[None], y), label_smoothing=0.0, hparams=hp)
 
         n_val = jax.tree.leaves(data.x_val)[0].shape[0]
@@ -338,7 +358,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         return jnp.mean(losses)
 
     def _shapes(params, data):
-        x0 = data.x_train[:1]
+        x0 = take(data.x_train, slice(0, 1))
         out_shapes = jax.eval_shape(lambda p: apply(p, x0, False), params)
         logits = out_shapes.get("logits") if config.task == "classification" else out_shapes.get("direction_logits")
         return None if logits is None else logits.shape[-1]
@@ -347,11 +367,10 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         data, init_params = args["data"], args["params"]
         hp = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), hp)
         k_init, k_drop, k_epochs = jax.random.split(key, 3)
-        x0 = data.x_train[:1]
-        if init_params is None:
-            params = model.init({"params": k_init, "dropout": k_drop}, x0, train=False)["params"]
-        else:
-            params = init_params
+        x0 = take(data.x_train, slice(0, 1))
+        params = model.init({"params": k_init, "dropout": k_drop}, x0, train=False)["params"]
+        if init_params is not None:  # given params (pre-trained, or a partial tree such as a pre-trained encoder)
+            params = overlay_params(params, init_params)
         params = constrain(params, replicated)
         history = {"train_loss": jnp.full((epochs,), jnp.nan, jnp.float32),
                    "val_loss": jnp.full((epochs,), jnp.nan, jnp.float32),
@@ -393,7 +412,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         def step(carry, xs):
             params, opt_state = carry
             idx, key, active = xs
-            x = constrain(data.x_train[idx], batch_sharding)
+            x = constrain(take(data.x_train, idx), batch_sharding)
             y = constrain(jax.tree.map(lambda a: a[idx], data.y_train), batch_sharding)
             y = prepare_targets(y, n_classes)
             k_noise, k_mix, k_loss = jax.random.split(key, 3)
@@ -460,7 +479,7 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
 
     return FunctionTrainer(
         init_fn=init_fn, run_fn=run_fn, result_fn=result_fn, counter_fn=lambda s: s.epoch,
-        args={"data": data, "params": None}, hparams=hyperparams(config), total=epochs, unit="epoch",
+        args={"data": data, "params": init_params}, hparams=hyperparams(config), total=epochs, unit="epoch",
         samples_per_unit=steps * batch, display=("train_loss", "val_loss"), config=config, model=model,
         mesh=mesh, extras={"steps_per_epoch": steps, "n_train": n_train},
     )
