@@ -21,6 +21,9 @@ _EXPORTS = {
     "future_volume": "labels", "DOWN": "labels", "FLAT": "labels", "UP": "labels",
     # panels: filling missing bars; the built-in offline market (host NumPy, with timestamps)
     "fill_missing_bars": "panels", "builtin_market": "panels", "sample_params_batch": "panels",
+    # labelled text (sentiment): label schemes, leak-free splits, tokenisers
+    "LABEL_SCHEMES": "text", "remap_labels": "text", "load_text_csv": "text", "split_groups": "text",
+    "load_tokenizer": "text", "train_wordpiece_vocab": "text", "encode_texts": "text",
     # synthetic markets
     "generate": "synthetic", "generate_switch": "synthetic", "panel": "synthetic", "sample_params": "synthetic",
     "bars_from_log_returns": "synthetic", "SyntheticMarket": "synthetic", "MODELS": "synthetic",
