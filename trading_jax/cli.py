@@ -5,8 +5,8 @@ Subcommands:
     data inspect FILE...    summarise what would be loaded (symbols, range, frequency, gaps).
     features                compute the feature tensor of a file (or a built-in synthetic market),
                             fit its normaliser on the training split only, save it as .npz.
-    train CONFIG            run an experiment file (experiments/*.toml; supervised, or PPO when it says
-                            algorithm = "ppo"): train every seed, checkpoint, log to TensorBoard,
+    train CONFIG            run an experiment file (experiments/*.toml; supervised, or the algorithm it names:
+                            ppo, maml, ensemble, ppo_ensemble, sentiment): train every seed, checkpoint, log to TensorBoard,
                             report held-out metrics against baselines; then export the model to OUT/export.
     export RUN_DIR OUT_DIR  export a run for serving (weights, jax.export StableHLO, ONNX, metadata);
                             --mlflow logs it as a registered model version.
@@ -14,6 +14,8 @@ Subcommands:
                             seed 000's inference pipeline (features -> predictor -> signal -> execution
                             plan) as one exported function.
     serve EXPORT_DIR        an HTTP server (FastAPI) over an export.
+    analyze RUN_DIR TEXT... score texts with a trained sentiment run (label, P(bullish) - P(bearish),
+                            confidence); --file reads a CSV column, --out writes a CSV.
 """
 
 from __future__ import annotations
@@ -168,6 +170,45 @@ def cmd_export_pipeline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trading_jax.runs.sentiment import load_analyzer
+
+    texts = list(args.texts)
+    if args.file:
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(args.file, dtype={args.column: "string"}, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise ValueError(f"{args.file}: cannot be read as CSV: {str(error).splitlines()[0]}") from None
+        if args.column not in frame.columns:
+            raise ValueError(f"{args.file}: no column {args.column!r}; columns: {', '.join(map(str, frame.columns))} "
+                             "(choose one with --column)")
+        texts += frame[args.column].tolist()
+    if not texts:
+        raise ValueError("no texts: give them as arguments or with --file CSV [--column text]")
+    analyzer = load_analyzer(args.run_dir, seed=args.seed, dtype=args.dtype)
+    out = analyzer.analyze(texts)
+    heads = [h for h in analyzer.heads if h in out]
+    if args.out:
+        import pandas as pd
+
+        table = pd.DataFrame({"text": texts, "label": out["label"], "score": out["score"],
+                              **{h: out[h] for h in heads},
+                              **{f"p_{c}": out["probs"][:, i] for i, c in enumerate(analyzer.classes)}})
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+        print(f"wrote {len(texts)} rows to {args.out}")
+        return EXIT_OK
+    for i, text in enumerate(texts):
+        extra = "".join(f"  {h} {out[h][i]:.3f}" for h in heads)
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        print(f"{out['label'][i]:>8}  score {out['score'][i]:+.3f}{extra}  {shown}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from trading_jax.export.server import serve
 
@@ -254,6 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-staleness", type=float, help="refuse requests whose last bar is older (seconds)")
     serve.add_argument("--max-gap", type=float, help="refuse bars further apart than this (seconds)")
     serve.set_defaults(func=cmd_serve)
+
+    analyze = commands.add_parser("analyze", help="score texts with a trained sentiment run")
+    analyze.add_argument("run_dir", help="a sentiment run folder (runs/NAME of an algorithm = \"sentiment\" file)")
+    analyze.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score")
+    analyze.add_argument("--file", help="a CSV of texts to score (with --column)")
+    analyze.add_argument("--column", default="text", help="the CSV's text column (default: %(default)s)")
+    analyze.add_argument("--seed", type=int, help="which seed's model (default: the run's first)")
+    analyze.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute precision")
+    analyze.add_argument("--out", help="write a CSV (text, label, score, confidence, class probabilities)")
+    analyze.set_defaults(func=cmd_analyze)
     return parser
 
 

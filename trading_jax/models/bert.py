@@ -503,11 +503,14 @@ def _common(cfg: dict[str, Any]) -> dict[str, Any]:
 
 _TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
              max_position_embeddings=128)
+_MINI = dict(vocab_size=8000, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+             max_position_embeddings=128)  # a small BERT to train from scratch on a CPU (vocab_size: the tokenizer's)
 _BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
              intermediate_size=3072, max_position_embeddings=512)
 
 
-@register("bert_encoder", presets={"tiny": dict(_TINY), "base": dict(_BASE), "finbert": dict(_BASE)})
+@register("bert_encoder", presets={"tiny": dict(_TINY), "mini": dict(_MINI), "base": dict(_BASE),
+                                   "finbert": dict(_BASE)})
 def bert_encoder(**cfg) -> BertEncoderModel:
     """Factory for `BertEncoderModel` (keyword arguments are its fields; defaults: BERT-base).
 
@@ -516,7 +519,8 @@ def bert_encoder(**cfg) -> BertEncoderModel:
     return BertEncoderModel(**_common(cfg))
 
 
-@register("bert_classifier", presets={"tiny": dict(_TINY, num_labels=3), "base": dict(_BASE),
+@register("bert_classifier", presets={"tiny": dict(_TINY, num_labels=3), "mini": dict(_MINI, num_labels=3),
+                                      "base": dict(_BASE),
                                       "finbert": dict(_BASE, num_labels=3)})
 def bert_classifier(**cfg) -> BertClassifier:
     """Factory for `BertClassifier` (keyword arguments are its fields; defaults: BERT-base, 2 labels).
@@ -526,7 +530,7 @@ def bert_classifier(**cfg) -> BertClassifier:
     return BertClassifier(**_common(cfg))
 
 
-@register("sentiment_bert", presets={"tiny": dict(_TINY), "base": dict(_BASE),
+@register("sentiment_bert", presets={"tiny": dict(_TINY), "mini": dict(_MINI), "base": dict(_BASE),
                                      "finbert": dict(_BASE, num_labels=3)})
 def sentiment_bert(**cfg) -> SentimentBert:
     """Factory for `SentimentBert` (keyword arguments are its fields; defaults: the seed's, BERT-base sizes)."""

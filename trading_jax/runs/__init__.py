@@ -5,7 +5,7 @@
 
 A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`),
 "ppo" (`trading_jax.runs.ppo`), "maml" (`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`) or
-"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`). A new algorithm adds a module with `load(raw, file)` and
+"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`) or "sentiment" (`trading_jax.runs.sentiment`). A new algorithm adds a module with `load(raw, file)` and
 `run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one line in `ALGORITHMS`.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["ALGORITHMS", "ConfigError", "load_experiment", "run_experiment"]
 
 ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo",
               "maml": "trading_jax.runs.maml", "ensemble": "trading_jax.runs.ensemble",
-              "ppo_ensemble": "trading_jax.runs.ppo_ensemble"}
+              "ppo_ensemble": "trading_jax.runs.ppo_ensemble", "sentiment": "trading_jax.runs.sentiment"}
 
 
 def load_experiment(path: str | Path):

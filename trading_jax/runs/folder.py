@@ -38,7 +38,7 @@ log = get_logger(__name__)
 LOCK = ".lock"
 CONFIG = "config.json"
 FEATURES = "features.json"
-OWNED = ("checkpoints", "tensorboard", "results.json", "results.md", FEATURES, CONFIG)
+OWNED = ("checkpoints", "tensorboard", "results.json", "results.md", FEATURES, CONFIG, "tokenizer", "model")
 
 
 def package_version() -> str:

@@ -292,7 +292,7 @@ def _config_record(experiment: SupervisedExperiment) -> dict:
     return record
 
 
-def _train_all(experiment, trainer, out: Path, show_progress: bool):
+def train_seeds(experiment, trainer, out: Path, show_progress: bool):
     """`[(seed, TrainResult of that seed, seconds)]`: one population call, or one call per seed."""
     from trading_jax.checkpoint import CheckpointConfig, Checkpointer
     from trading_jax.logging import TensorBoardWriter
@@ -358,7 +358,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
         test_bars = tuple(info["split"]["test"])
         timestamps = _timestamps(spec) if experiment.monitor is not None else None
         per_seed = []
-        for seed, result, seconds in _train_all(experiment, trainer, out, show_progress):
+        for seed, result, seconds in train_seeds(experiment, trainer, out, show_progress):
             history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
             failure = failed_reason(history, cfg.batch_size)
             test = None
