@@ -78,6 +78,11 @@ def test_bad_csv_rows_are_one_line_errors_naming_the_line(tmp_path):
         T.load_text_csv(bad)
     with pytest.raises(ValueError, match="no column 'headline'; columns: text, label"):
         T.load_text_csv(bad, text_column="headline")
+    bad.write_text('text,label\n"a",Bullish\n"b",neutral\n')  # class names are read as the scheme's ids
+    assert T.load_text_csv(bad).labels.tolist() == [1, 2]
+    bad.write_text('text,label\n"a",positive\n"b",neutral\n')  # a finbert name is not a twitter class
+    with pytest.raises(ValueError, match="has 'positive' at line 2"):
+        T.load_text_csv(bad)
 
 
 def test_macro_f1_matches_scikit_learn_and_the_bootstrap_brackets_the_score():

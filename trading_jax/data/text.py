@@ -133,7 +133,8 @@ def load_text_csv(path: str | Path, text_column: str = "text", label_column: str
     """Read a CSV of labelled texts, refusing bad rows with one line naming the file, column and row.
 
     Args:
-        path: a CSV file with a text column and an integer label column.
+        path: a CSV file with a text column and a label column: class ids of `scheme`, or its class names
+            (e.g. "bearish", case-insensitive).
         text_column, label_column: their names.
         scheme: the file's label scheme (`LABEL_SCHEMES`).
         limit: keep only the first `limit` rows (after the checks of those rows).
@@ -164,15 +165,21 @@ def load_text_csv(path: str | Path, text_column: str = "text", label_column: str
     empty = texts.isna() | (texts.fillna("").str.strip() == "")
     if empty.any():
         row = int(np.flatnonzero(empty.to_numpy())[0])
-        raise ValueError(f"{path}: column {text_column!r} is empty at row {row + 2} (line {row + 2} of the file, "
-                         f"{int(empty.sum())} empty in all): drop or fill those rows")
+        raise ValueError(f"{path}: column {text_column!r} is empty at line {row + 2} ({int(empty.sum())} empty in "
+                         "all): drop or fill those rows")
     raw = pd.to_numeric(frame[label_column], errors="coerce").to_numpy(np.float64)
+    names = frame[label_column].astype(str).str.strip().str.lower()
+    if np.isnan(raw).all() and names.isin(classes).all():  # labels written as the scheme's class names
+        raw = names.map({name: i for i, name in enumerate(classes)}).to_numpy(np.float64)
     bad = ~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0) | (raw >= len(classes))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path}: column {label_column!r} has {frame[label_column].iloc[row]!r} at line {row + 2}: "
+        value = frame[label_column].iloc[row]
+        value = value.item() if hasattr(value, "item") else value
+        raise ValueError(f"{path}: column {label_column!r} has {value!r} at line {row + 2}: "
                          f"expected a {scheme!r} class id 0 .. {len(classes) - 1} "
-                         f"({', '.join(f'{i} {n}' for i, n in enumerate(classes))}); {int(bad.sum())} bad in all")
+                         f"({', '.join(f'{i} {n}' for i, n in enumerate(classes))}) or a class name; "
+                         f"{int(bad.sum())} bad in all")
     labels = raw.astype(np.int32)
     keys = [normalize_text(t) for t in texts.tolist()]
     _, groups = np.unique(np.asarray(keys, object), return_inverse=True)
