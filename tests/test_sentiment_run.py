@@ -126,6 +126,8 @@ def test_tokenizer_round_trip_on_a_vocabulary_built_here(tmp_path):
     for ids, mask, original in zip(encoded["input_ids"], encoded["attention_mask"], texts):
         assert tokenizer.unk_token_id not in ids[mask == 1].tolist()
         assert tokenizer.decode(ids[mask == 1], skip_special_tokens=True) == original.lower()
+    again = T.train_wordpiece_vocab(texts[::-1] * 2, vocab_size=120, out_dir=tmp_path / "tok2", min_frequency=1)
+    assert again.read_bytes() == vocab.read_bytes()  # order and repetition change no ranking: the same file
     short, truncated = T.encode_texts(tokenizer, texts[:3], max_length=5)
     assert truncated == 3 and short["input_ids"].shape == (3, 5)
     assert (short["input_ids"][:, -1] == tokenizer.sep_token_id).all()

@@ -264,25 +264,57 @@ def load_tokenizer(path: str | Path):
 
 def train_wordpiece_vocab(texts: Sequence[str], vocab_size: int, out_dir: str | Path, lowercase: bool = True,
                           min_frequency: int = 2) -> Path:
-    """Train a BERT WordPiece vocabulary on `texts` (the training split only) and write `out_dir/vocab.txt`.
+    """Build a BERT WordPiece vocabulary from `texts` (the training split only) and write `out_dir/vocab.txt`.
 
-    Uses the `tokenizers` library (what `transformers` runs on); `load_tokenizer(out_dir)` reads the result.
-    The first tokens are `SPECIAL_TOKENS` ([PAD] = 0, [UNK], [CLS], [SEP], [MASK]).
+    Deterministic: the same texts give the same file, byte for byte. (The `tokenizers` library's WordPiece
+    trainer does not: it numbers continuing pieces in hash-map order and breaks ties between equally frequent
+    merges by those numbers, so two runs give different vocabularies: huggingface/tokenizers#1794.)
+
+    Words come from BERT's own normaliser and pre-tokeniser (`tokenizers`: lower case, accents stripped,
+    punctuation split off). The file holds, in order: `SPECIAL_TOKENS` ([PAD] = 0, [UNK], [CLS], [SEP],
+    [MASK]); every character seen at least `min_frequency` times, alone and as a continuing piece ("##e"); then
+    the most frequent whole words and word endings ("##ing", "##s": the last 2 to 4 characters of a word
+    occurring `min_frequency` times or more), ranked by count with ties in alphabetical order, up to
+    `vocab_size`. BERT's greedy longest-match-first WordPiece then reads a known word as one token and an
+    unknown one as its longest known start plus endings or characters.
 
     Returns:
         the path of `vocab.txt`.
     """
-    from tokenizers import BertWordPieceTokenizer
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
 
     if vocab_size < len(SPECIAL_TOKENS) + 26:
         raise ValueError(f"vocab_size = {vocab_size} is too small for a WordPiece vocabulary (at least 31)")
+    normalizer = BertNormalizer(lowercase=lowercase, strip_accents=lowercase or None)
+    splitter = BertPreTokenizer()
+    words: Counter = Counter()
+    for text in texts:
+        words.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars: Counter = Counter()
+    endings: Counter = Counter()
+    for word, count in words.items():
+        for ch in word:
+            chars[ch] += count
+        for n in range(2, 5):
+            if len(word) > n:
+                endings["##" + word[-n:]] += count
+    alphabet = sorted(ch for ch, count in chars.items() if count >= min_frequency)
+    vocab = list(SPECIAL_TOKENS) + alphabet + ["##" + ch for ch in alphabet]
+    taken = set(vocab)
+    candidates = [(count, token) for token, count in (*words.items(), *endings.items())
+                  if count >= min_frequency and token not in taken]
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    vocab += [token for _, token in candidates[: max(0, vocab_size - len(vocab))]]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertWordPieceTokenizer(lowercase=lowercase)
-    tokenizer.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tokenizer.save_model(str(out))
-    return out / "vocab.txt"
+    path = out / "vocab.txt"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def length_bucket(length: int, buckets: Sequence[int] = LENGTH_BUCKETS, max_length: int | None = None) -> int:

@@ -482,6 +482,9 @@ def _rows(per_seed, preds: dict, baselines: dict, y_test) -> dict:
         scores = _scores(pred, y_test)
         out[name] = {k: {"mean": v, "n": 1} for k, v in scores.items()}
         out[name]["bootstrap"] = bootstrap_interval(pred, y_test)
+        if ok:  # each seed's score minus the baseline's on the same test texts: a t-interval over seeds
+            out[f"model_minus_{name}"] = {k: summarize([s["test"][k] - scores[k] for s in ok], f"model - {name} {k}")
+                                          for k in ("accuracy", "macro_f1")}
     return out
 
 
@@ -511,6 +514,10 @@ def _markdown(experiment: SentimentExperiment, report: dict, labels_scheme: str)
         b = r["bootstrap"]
         lines.append(f"| {name} | {r['accuracy']['mean']:.4f} | {r['macro_f1']['mean']:.4f} | "
                      f"{b['accuracy'][0]:.4f}-{b['accuracy'][1]:.4f}; {b['macro_f1'][0]:.4f}-{b['macro_f1'][1]:.4f} |")
+    for name in ("tfidf_logistic", "majority_class"):
+        diff = rows.get(f"model_minus_{name}")
+        if diff:
+            lines.append(f"| model - {name} (paired, per seed) | {cell(diff['accuracy'])} | {cell(diff['macro_f1'])} | |")
     lines += ["", "| seed | accuracy | macro-F1 | best epoch | seconds |", "| --- | --- | --- | --- | --- |"]
     for s in report["seeds"]:
         if s["failed"]:
