@@ -324,7 +324,7 @@ def test_inputs_longer_than_max_position_embeddings_are_refused():
 def test_the_registry_has_the_three_models_with_finbert_sizes():
     models = available()
     for name in ("bert_encoder", "bert_classifier", "sentiment_bert"):
-        assert set(models[name]) == {"tiny", "base", "finbert"}
+        assert set(models[name]) == {"tiny", "mini", "base", "finbert"}
     finbert = create("bert_classifier", preset="finbert")
     x = {"input_ids": jnp.zeros((1, 8), jnp.int32), "attention_mask": jnp.ones((1, 8), jnp.int32)}
     shapes = jax.eval_shape(lambda k: finbert.init(k, x), jax.random.PRNGKey(0))["params"]

@@ -439,8 +439,8 @@ def run(experiment: SentimentExperiment, out_dir: str | Path, overwrite: bool = 
         (out / "model" / "sentiment.json").write_text(json.dumps({
             "model": cfg.model, "preset": cfg.preset, "kwargs": cfg.model_config(), "labels": labels_scheme,
             "max_length": spec.max_length, "strip_urls": spec.strip_urls, "heads": heads,
-            "tokenizer": str((Path(experiment.pretrained.path) if experiment.pretrained else out / "tokenizer")
-                             .resolve()),
+            # the run's own vocabulary relative to the run folder (which may move); a checkpoint's by its full path
+            "tokenizer": str(Path(experiment.pretrained.path).resolve()) if experiment.pretrained else "tokenizer",
             "seeds": sorted(preds), "untrained_heads": ["price_impact"] if cfg.model == "sentiment_bert" else [],
         }, indent=1, default=str) + "\n")
         report = {"experiment": experiment.name, "algorithm": "sentiment", "labels": labels_scheme,
@@ -561,6 +561,7 @@ def load_analyzer(run_dir: str | Path, seed: int | None = None, dtype: str = "fl
     params = traverse_util.unflatten_dict(load_file(str(folder / f"seed_{chosen}.safetensors")), sep="/")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["kwargs"].items()}
     model = create(meta["model"], preset=meta["preset"], **kwargs)
-    return SentimentAnalyzer(model, params, load_tokenizer(meta["tokenizer"]), meta["labels"], meta["max_length"],
+    tokenizer = Path(meta["tokenizer"]) if Path(meta["tokenizer"]).is_absolute() else Path(run_dir) / meta["tokenizer"]
+    return SentimentAnalyzer(model, params, load_tokenizer(tokenizer), meta["labels"], meta["max_length"],
                              meta["strip_urls"], dtype=dtype, heads=meta["heads"])
 
