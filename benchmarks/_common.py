@@ -95,3 +95,28 @@ def version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def machine_info(*packages: str) -> dict:
+    """The machine record of a results file: platform, CPU count, Python, JAX backend and device, XLA flags, the
+    versions of `packages` (distribution names) and PyTorch's version and thread settings (None if absent)."""
+    import os
+    import platform
+
+    import jax
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "device": str(jax.devices()[0]),
+            "device_kind": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "xla_cpu_threads": f"default intra-op pool, one per core ({os.cpu_count()})",
+            **{name: version(name) for name in packages}}
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
+                    torch_num_interop_threads=torch.get_num_interop_threads(),
+                    torch_cuda=bool(torch.cuda.is_available()))
+    except ImportError:
+        info["torch"] = None
+    return info

@@ -65,7 +65,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -78,7 +77,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from _common import add_common_arguments, missing, output_path, skip_note, version, write_results
+from _common import add_common_arguments, machine_info, missing, output_path, skip_note, write_results
 from _load import record_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,20 +389,7 @@ def bench_model(spec: Spec, args, workdir: Path, torch_ok: bool) -> dict:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "device": str(jax.devices()[0]),
-            "device_kind": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "xla_cpu_threads": f"default intra-op pool, one per core ({os.cpu_count()})",
-            "onnxruntime": version("onnxruntime"), "jax2onnx": version("jax2onnx"), "flax": version("flax")}
-    try:
-        import torch
-
-        info.update(torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
-                    torch_num_interop_threads=torch.get_num_interop_threads())
-    except ImportError:
-        info["torch"] = None
-    return info
+    return machine_info("onnxruntime", "jax2onnx", "flax")
 
 
 def main() -> None:

@@ -96,7 +96,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -110,7 +109,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from _common import add_common_arguments, missing, output_path, skip_note, version, write_results
+from _common import add_common_arguments, machine_info, missing, output_path, skip_note, write_results
 from _load import record_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -645,22 +644,7 @@ def bench_gpu(params_base, args) -> dict:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "device": str(jax.devices()[0]),
-            "device_kind": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "xla_cpu_threads": f"default intra-op pool, one per core ({os.cpu_count()})",
-            "flax": version("flax"), "optax": version("optax"), "transformers": version("transformers"),
-            "tokenizers": version("tokenizers"), "safetensors": version("safetensors")}
-    try:
-        import torch
-
-        info.update(torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
-                    torch_num_interop_threads=torch.get_num_interop_threads(),
-                    torch_cuda=bool(torch.cuda.is_available()))
-    except ImportError:
-        info["torch"] = None
-    return info
+    return machine_info("flax", "optax", "transformers", "tokenizers", "safetensors")
 
 
 def main() -> None:
