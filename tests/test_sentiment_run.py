@@ -190,7 +190,7 @@ def test_a_small_bert_learns_keyword_sentiment_and_reports_baselines(tmp_path):
 
     from trading_jax.cli import main
 
-    assert main(["analyze", str(tmp_path / "run"), *texts, "--seed", "1", "--out", str(tmp_path / "scores.csv")]) == 0
+    assert main(["analyze", str(tmp_path / "run"), "--seed", "1", *texts, "--out", str(tmp_path / "scores.csv")]) == 0
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "scores.csv")
@@ -205,7 +205,6 @@ def test_a_small_bert_learns_keyword_sentiment_and_reports_baselines(tmp_path):
 
 
 def test_fine_tuning_a_finbert_format_checkpoint_starts_from_its_weights(tmp_path):
-    pytest.importorskip("safetensors")
     csv = keyword_csv(tmp_path / "k.csv", 120)
     train = 'model = "bert_classifier"\nepochs = 1\nbatch_size = 16\nlearning_rate = 1e-9\n'
     path = write_experiment(tmp_path / "x.toml", csv, train=train)

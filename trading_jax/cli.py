@@ -400,7 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"${COMPILE_CACHE_DIR_ENV}, else $XDG_CACHE_HOME/trading-jax/jax, else ~/.cache/trading-jax/jax)")
     _add_to_every_command(parser, "-v", "--verbose", root=False, action="count",
                           help="more log output (-v info, -vv debug)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "analyze" and not any(e.startswith("-") for e in extra):
+        args.texts = [*args.texts, *extra]  # texts after options: `analyze RUN --seed 1 "text"`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure(args.verbose)
     cache = configure_compile_cache(enabled=not args.no_compile_cache)
     get_logger(__name__).debug("persistent compilation cache: %s", cache or "off")
