@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["LABEL_SCHEMES", "MEANINGS", "TextDataset", "remap_labels", "check_id2label", "scheme_of_id2label",
-           "normalize_text", "load_text_csv", "split_groups", "load_tokenizer", "train_wordpiece_vocab",
+           "normalize_text", "clean_text", "load_text_csv", "split_groups", "load_tokenizer", "train_wordpiece_vocab",
            "encode_texts", "length_bucket", "LENGTH_BUCKETS", "SPECIAL_TOKENS"]
 
 LABEL_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -105,6 +105,14 @@ def check_id2label(id2label: Mapping[int, str] | None, scheme: str, where: str) 
 def normalize_text(text: str) -> str:
     """Lower case, URLs removed, whitespace collapsed: the key under which near-duplicate texts are grouped."""
     return _SPACE.sub(" ", _URL.sub(" ", text.lower())).strip()
+
+
+def clean_text(text: str, strip_urls: bool = True) -> str:
+    """The text a sentiment model sees: links replaced by the word "http" (a t.co link's random characters
+    would otherwise become a dozen meaningless word pieces), whitespace collapsed."""
+    if strip_urls:
+        text = _URL.sub(" http ", text)
+    return " ".join(text.split())
 
 
 @dataclasses.dataclass(frozen=True)

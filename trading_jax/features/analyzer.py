@@ -13,28 +13,18 @@ classes' meaning in the label scheme), the input of `trading_jax.features.sentim
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trading_jax.data.text import LABEL_SCHEMES, LENGTH_BUCKETS, MEANINGS, encode_texts
+from trading_jax.data.text import LABEL_SCHEMES, LENGTH_BUCKETS, MEANINGS, clean_text, encode_texts
 from trading_jax.models.precision import cast_floating
 
-__all__ = ["SentimentAnalyzer", "clean_text", "BATCH_BUCKETS"]
+__all__ = ["SentimentAnalyzer", "BATCH_BUCKETS"]
 
 BATCH_BUCKETS = (1, 8, 32, 128)
-_URL = re.compile(r"https?://\S+")
-
-
-def clean_text(text: str, strip_urls: bool = True) -> str:
-    """The text a sentiment model sees: links replaced by the word "http" (a t.co link's random characters
-    would otherwise become a dozen meaningless word pieces), whitespace collapsed."""
-    if strip_urls:
-        text = _URL.sub(" http ", text)
-    return " ".join(text.split())
 
 
 class SentimentAnalyzer:
@@ -48,7 +38,7 @@ class SentimentAnalyzer:
         tokenizer: a `transformers` tokenizer (`trading_jax.data.text.load_tokenizer`).
         labels: the label scheme of the model's classes (`trading_jax.data.text.LABEL_SCHEMES`).
         max_length: texts are truncated to this many tokens.
-        strip_urls: replace links as the training did (`clean_text`).
+        strip_urls: replace links as the training did (`trading_jax.data.text.clean_text`).
         dtype: "float32" or "bfloat16" compute.
         heads: the outputs to report besides the class probabilities: heads a run did not train (e.g.
             "price_impact" without price targets) are left out rather than reported as if meaningful.

@@ -64,7 +64,7 @@ class TextDataSpec:
         train, val, test: fractions of the distinct texts (near-duplicates count once and stay together).
         split_seed: the random split's seed (the same for every training seed: seeds vary the model only).
         max_length: tokens per text, [CLS] and [SEP] included (longer texts are truncated and counted).
-        strip_urls: replace links by the word "http" before tokenising (`features.analyzer.clean_text`).
+        strip_urls: replace links by the word "http" before tokenising (`data.text.clean_text`).
         limit: use only the first `limit` rows of the file (quick trials and tests).
     """
 
@@ -374,8 +374,7 @@ def run(experiment: SentimentExperiment, out_dir: str | Path, overwrite: bool = 
     Returns:
         `(summary line, ok)`: ok is False when a seed FAILED (the table says why).
     """
-    from trading_jax.data.text import encode_texts, remap_labels
-    from trading_jax.features.analyzer import clean_text
+    from trading_jax.data.text import clean_text, encode_texts, remap_labels
     from trading_jax.runs.supervised import failed_reason, train_seeds
     from trading_jax.training.config import Dataset
     from trading_jax.training.train import make_trainer
