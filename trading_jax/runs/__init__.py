@@ -4,9 +4,10 @@
     summary, ok = run_experiment(experiment, "runs/default")   # resumes; refuses a changed config or data
 
 A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`),
-"ppo" (`trading_jax.runs.ppo`), "maml" (`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`) or
-"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`) or "sentiment" (`trading_jax.runs.sentiment`). A new algorithm adds a module with `load(raw, file)` and
-`run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one line in `ALGORITHMS`.
+"ppo" (`trading_jax.runs.ppo`), "maml" (`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`),
+"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`) or "sentiment" (`trading_jax.runs.sentiment`). A new algorithm
+adds a module with `load(raw, file)` and `run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one
+line in `ALGORITHMS`.
 """
 
 from __future__ import annotations
