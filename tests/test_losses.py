@@ -65,3 +65,18 @@ def test_label_targets_of_shape_batch_by_one_are_rejected_instead_of_broadcastin
     with pytest.raises(ValueError, match=r"^accuracy: labels must be integer labels \(4,\)"):
         accuracy(logits, jnp.zeros((5,), jnp.int32))
     assert float(cross_entropy(logits, jnp.zeros((4,), jnp.int32))) == pytest.approx(math.log(3.0))
+
+
+def test_confidence_loss_is_the_bce_of_whether_the_call_is_right_and_leaves_the_logits_alone():
+    import jax
+
+    from trading_jax.training.losses import confidence_loss
+
+    logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])  # calls: class 0, class 1
+    labels = jnp.array([0, 2])                                # right, wrong
+    confidence = jnp.array([0.8, 0.3])
+    expected = -(math.log(0.8) + math.log(1 - 0.3)) / 2
+    assert float(confidence_loss(confidence, logits, labels)) == pytest.approx(expected, rel=1e-6)
+    soft = jnp.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])   # probability targets: their argmax is the label
+    assert float(confidence_loss(confidence[:, None], logits, soft)) == pytest.approx(expected, rel=1e-6)
+    assert not np.asarray(jax.grad(lambda z: confidence_loss(confidence, z, labels))(logits)).any()

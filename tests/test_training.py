@@ -363,3 +363,16 @@ def test_one_and_four_devices_agree_and_fit_resumes_on_four_devices():
     assert report["diff"] < 1e-5, report
     assert report["fit_devices"] == 4  # the resumed state came back sharded over the mesh
     assert report["fit_diff"] == 0.0, report  # stop + resume on 4 devices == uninterrupted train on 4
+
+
+def test_initial_params_overlay_only_the_leaves_they_hold_and_refuse_what_does_not_fit():
+    from trading_jax.training.steps import overlay_params
+
+    fresh = {"bert": {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}, "head": {"kernel": jnp.ones((3, 1))}}
+    loaded = {"bert": {"w": jnp.full((2, 3), 7.0)}}
+    out = overlay_params(fresh, loaded)
+    assert (out["bert"]["w"] == 7).all() and (out["bert"]["b"] == 0).all() and (out["head"]["kernel"] == 1).all()
+    with pytest.raises(ValueError, match=r"initial params: 'bert/w' has shape \(3, 2\) but the model's is \(2, 3\)"):
+        overlay_params(fresh, {"bert": {"w": jnp.zeros((3, 2))}})
+    with pytest.raises(ValueError, match="the model has no parameter 'bert/kernel'"):
+        overlay_params(fresh, {"bert": {"kernel": jnp.zeros(3)}})
