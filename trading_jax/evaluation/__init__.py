@@ -1,4 +1,4 @@
-"""Evaluation: forecast-quality metrics (backtests, walk-forward and reports to come).
+"""Evaluation: forecast-quality metrics, empyrical-style performance and risk metrics (backtests, walk-forward and reports to come).
 
 Names are imported lazily, so `import trading_jax.evaluation` stays cheap.
 """
@@ -10,6 +10,25 @@ _EXPORTS = {
     "confusion_matrix": "metrics", "precision_recall_f1": "metrics",
     "information_coefficient": "metrics", "rank_information_coefficient": "metrics",
     "average_ranks": "metrics",
+    "annualization_factor": "performance",
+    "cumulative_returns": "performance",
+    "total_return": "performance",
+    "annual_return": "performance",
+    "annual_volatility": "performance",
+    "sharpe_ratio": "performance",
+    "downside_risk": "performance",
+    "sortino_ratio": "performance",
+    "max_drawdown": "performance",
+    "calmar_ratio": "performance",
+    "value_at_risk": "performance",
+    "conditional_value_at_risk": "performance",
+    "parametric_value_at_risk": "performance",
+    "tail_ratio": "performance",
+    "beta": "performance",
+    "alpha": "performance",
+    "win_rate": "performance",
+    "profit_factor": "performance",
+    "turnover": "performance",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
