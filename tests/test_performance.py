@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-empyrical = pytest.importorskip("empyrical")
+import empyrical  # the reference library (dev extra: empyrical-reloaded)
 
 from trading_jax.evaluation import (  # noqa: E402
     alpha,
@@ -81,7 +81,7 @@ def real_pair():
     """AAPL and AMZN daily simple returns from the shared data folder, aligned by date."""
     if not (DATA / "AAPL.csv").exists() or not (DATA / "AMZN.csv").exists():
         pytest.skip("shared stock data not present")
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     prices = pd.concat({name: pd.read_csv(DATA / f"{name}.csv", index_col="Date")["Adj Close"]
                         for name in ("AAPL", "AMZN")}, axis=1).sort_index()
     rets = prices.pct_change().iloc[1:]
