@@ -76,6 +76,9 @@ def test_bad_csv_rows_are_one_line_errors_naming_the_line(tmp_path):
     bad.write_text('text,label\n"fine",0\n"also fine",7\n')
     with pytest.raises(ValueError, match=r"column 'label' has 7 at line 3: expected a 'twitter_financial_news' class"):
         T.load_text_csv(bad)
+    bad.write_text('text,label\n"fine",0\n"no label",\n')
+    with pytest.raises(ValueError, match="column 'label' has an empty value at line 3"):
+        T.load_text_csv(bad)
     with pytest.raises(ValueError, match="no column 'headline'; columns: text, label"):
         T.load_text_csv(bad, text_column="headline")
     bad.write_text('text,label\n"a",Bullish\n"b",neutral\n')  # class names are read as the scheme's ids

@@ -19,6 +19,7 @@ transformers 5 both `BertTokenizer(vocab_file=...)` and `BertTokenizerFast(vocab
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -184,7 +185,8 @@ def load_text_csv(path: str | Path, text_column: str = "text", label_column: str
         row = int(np.flatnonzero(bad)[0])
         value = frame[label_column].iloc[row]
         value = value.item() if hasattr(value, "item") else value
-        raise ValueError(f"{path}: column {label_column!r} has {value!r} at line {row + 2}: "
+        shown = "an empty value" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
+        raise ValueError(f"{path}: column {label_column!r} has {shown} at line {row + 2}: "
                          f"expected a {scheme!r} class id 0 .. {len(classes) - 1} "
                          f"({', '.join(f'{i} {n}' for i, n in enumerate(classes))}) or a class name; "
                          f"{int(bad.sum())} bad in all")

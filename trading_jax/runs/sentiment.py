@@ -209,7 +209,10 @@ def _prepare(experiment: SentimentExperiment):
 
     spec = experiment.data
     dataset = load_text_csv(spec.source, spec.text_column, spec.label_column, spec.labels, spec.limit)
-    parts = split_groups(dataset.groups, spec.train, spec.val, spec.test, spec.split_seed)
+    try:
+        parts = split_groups(dataset.groups, spec.train, spec.val, spec.test, spec.split_seed)
+    except ValueError as error:
+        raise ValueError(f"{spec.source}: {error}; give more labelled rows (or a larger [data] limit)") from None
     if dataset.conflicts:
         log.warning("%s: %d groups of near-duplicate texts carry different labels (kept; each stays on one side of "
                     "the split)", spec.source, dataset.conflicts)
