@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -74,7 +73,7 @@ import optax
 
 from trading_jax.models import create
 
-from _common import add_common_arguments, device_name, output_path, skip_note, write_results
+from _common import add_common_arguments, device_name, machine_info, output_path, skip_note, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -515,27 +514,10 @@ def bench_case(case: Case, steps: int, rounds: int, warmup: int, adamw: str | No
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "optax": optax.__version__, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
-            "device_kind": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "xla_cpu_threads": f"default intra-op pool, one per core ({os.cpu_count()})",
+    return {**machine_info("optax", "flax"),
             "load_note": ("os.getloadavg() before/after: other processes on the machine share the cores; "
                           "multi-threaded PyTorch (OpenMP) degrades far more than XLA under such load, see "
                           "each model's peer.one_thread_median_step_ms and ratio_of_fastest_steps")}
-    try:
-        import flax
-        info["flax"] = flax.__version__
-    except ImportError:
-        pass
-    try:
-        import torch
-        info.update(torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
-                    torch_num_interop_threads=torch.get_num_interop_threads(),
-                    torch_cuda=bool(torch.cuda.is_available()))
-    except ImportError:
-        info["torch"] = None
-    return info
 
 
 def main() -> None:

@@ -313,11 +313,8 @@ def sortino_ratio(returns: Array, required_return: float | Array = 0.0, period: 
     returns = _float(returns)
     if returns.shape[-1] < 2:
         return _nan(returns)
-    factor = annualization_factor(period)
     excess = returns - required_return
-    below = jnp.minimum(excess, 0.0)
-    downside = jnp.sqrt(_nanmean(below * below)) * math.sqrt(factor)
-    return _nanmean(excess) * factor / downside
+    return _nanmean(excess) * annualization_factor(period) / downside_risk.__wrapped__(returns, required_return, period)
 
 
 @_jit("period")

@@ -123,15 +123,6 @@ class SentimentExperiment:
     algorithm = "sentiment"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Top:
-    name: str
-    seeds: tuple[int, ...] = (0, 1, 2)
-    vmap_seeds: bool = True
-    keep_best: int = 1
-    every_epochs: int = 1
-
-
 DATA_CHECKS = {"train": S.in_interval(0, 1, low_open=True, high_open=True), "val": S.in_interval(0, 1, high_open=True),
                "test": S.in_interval(0, 1, low_open=True, high_open=True), "split_seed": S.at_least(0),
                "max_length": S.at_least(4), "limit": S.at_least(10)}
@@ -141,7 +132,7 @@ TOKENIZER_CHECKS = {"vocab_size": S.at_least(64), "min_frequency": S.at_least(1)
 def load(raw: dict, file) -> SentimentExperiment:
     """A `SentimentExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
     from trading_jax.data.text import LABEL_SCHEMES
-    from trading_jax.runs.supervised import TRAIN_CHECKS, check_model
+    from trading_jax.runs.supervised import TRAIN_CHECKS, check_model, load_top
 
     S.check_keys(raw, {"algorithm", "name", "seeds", "vmap_seeds", "data", "train", "tokenizer", "pretrained",
                        "checkpoint"}, file, "")
@@ -190,14 +181,9 @@ def load(raw: dict, file) -> SentimentExperiment:
     if config.noise_std or config.mixup_alpha or config.fgsm_epsilon or config.curriculum:
         raise S.ConfigError(f"{file}: [train] noise_std, mixup_alpha, fgsm_epsilon and curriculum perturb or rank "
                             "float price windows; a text model's inputs are token ids: leave them out")
-    checkpoint = dict(raw.get("checkpoint", {}))
-    S.check_keys(checkpoint, {"keep_best", "every_epochs"}, file, "checkpoint")
-    top = {k: raw[k] for k in ("name", "seeds", "vmap_seeds") if k in raw}
-    top.setdefault("name", Path(str(file)).stem)
-    top = S.build(_Top, {**top, **checkpoint}, file, "", {"keep_best": S.at_least(1), "every_epochs": S.at_least(1)})
-    S.check_seeds(top.seeds, file)
+    top = load_top(raw, file)
     return SentimentExperiment(data=data, train=config, tokenizer=tokenizer, pretrained=pretrained, file=str(file),
-                               **dataclasses.asdict(top))
+                               **top)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -363,8 +349,12 @@ def _save_params(path: Path, params) -> None:
     tmp.replace(path)
 
 
-def _predict_logits(model, params, x: dict, batch: int = 256) -> np.ndarray:
-    apply = jax.jit(lambda p, xb: model.apply({"params": p}, xb, train=False)["logits"])
+def _logits_fn(model):
+    """`jit(params, x) -> logits`, built once per run so every seed's predictions reuse one compiled program."""
+    return jax.jit(lambda p, xb: model.apply({"params": p}, xb, train=False)["logits"])
+
+
+def _predict_logits(apply, params, x: dict, batch: int = 256) -> np.ndarray:
     n = len(x["input_ids"])
     outs = [apply(params, {k: jnp.asarray(v[i:i + batch]) for k, v in x.items()}) for i in range(0, n, batch)]
     return np.concatenate([np.asarray(o, np.float32) for o in outs])
@@ -416,6 +406,7 @@ def run(experiment: SentimentExperiment, out_dir: str | Path, overwrite: bool = 
                  experiment.name, len(i_train), len(i_val), len(i_test), encoded["input_ids"].shape[1],
                  len(tokenizer), labels_scheme)
         x_test, y_test = rows(i_test), y[i_test]
+        logits_fn = _logits_fn(model)
         per_seed, preds = [], {}
         for seed, result, seconds in train_seeds(experiment, trainer, out, show_progress):
             history = {k: np.asarray(v).tolist() for k, v in result.history.items()}
@@ -423,7 +414,7 @@ def run(experiment: SentimentExperiment, out_dir: str | Path, overwrite: bool = 
             record = {"seed": seed, "seconds": seconds, "best_epoch": int(result.best_epoch), "history": history,
                       "failed": failure}
             if failure is None:
-                logits = _predict_logits(model, result.best_params, x_test)
+                logits = _predict_logits(logits_fn, result.best_params, x_test)
                 if not np.isfinite(logits).all():
                     record["failed"] = failure = "the model gave NaN or inf logits on the test texts"
                 else:

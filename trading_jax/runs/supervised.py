@@ -50,7 +50,8 @@ from trading_jax.runs.results import FAILED, cell, write_results
 from trading_jax.training.config import DTYPES, TASKS, TrainConfig
 from trading_jax.training.dataset import DataSpec, Samples, build_datasets, feature_state, label_reach
 
-__all__ = ["SupervisedExperiment", "OnlineSpec", "MonitorSpec", "load", "run", "evaluate", "walk_forward_test",
+__all__ = ["SupervisedExperiment", "OnlineSpec", "MonitorSpec", "load", "load_top",
+           "run", "evaluate", "walk_forward_test",
            "monitor_test"]
 
 log = get_logger(__name__)
@@ -214,20 +215,14 @@ def load(raw: dict, file) -> SupervisedExperiment:
     if data.source != "synthetic" and not S.source_exists(data.source):
         raise S.ConfigError(f"{file}: [data] source = {data.source!r}: no such file or folder (paths are relative "
                             "to the working directory; use \"synthetic\" for the built-in market)")
-    checkpoint = dict(raw.get("checkpoint", {}))
-    S.check_keys(checkpoint, {"keep_best", "every_epochs"}, file, "checkpoint")
-    top = {k: raw[k] for k in ("name", "seeds", "vmap_seeds") if k in raw}
-    top.setdefault("name", Path(str(file)).stem)
-    top = S.build(_Top, {**top, **checkpoint}, file, "", {"keep_best": S.at_least(1), "every_epochs": S.at_least(1)})
-    S.check_seeds(top.seeds, file)
+    top = load_top(raw, file)
     online = S.build(OnlineSpec, raw["online"], file, "online", ONLINE_CHECKS) if "online" in raw else None
     monitor = S.build(MonitorSpec, raw["monitor"], file, "monitor", MONITOR_CHECKS) if "monitor" in raw else None
     if monitor is not None and monitor.ece_threshold is not None and config.task == "regression":
         raise S.ConfigError(f"{file}: [monitor] ece_threshold = {monitor.ece_threshold!r}: a regression model gives no "
                             "class probabilities to calibrate; use task = \"classification\" or \"multitask\", or "
                             "leave ece_threshold out")
-    return SupervisedExperiment(data=data, train=config, file=str(file), online=online, monitor=monitor,
-                                **dataclasses.asdict(top))
+    return SupervisedExperiment(data=data, train=config, file=str(file), online=online, monitor=monitor, **top)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +232,18 @@ class _Top:
     vmap_seeds: bool = True
     keep_best: int = 1
     every_epochs: int = 1
+
+
+def load_top(raw: dict, file) -> dict:
+    """The top-level keys (`name`, default the file's stem; `seeds`; `vmap_seeds`) and the `[checkpoint]` table
+    (`keep_best`, `every_epochs`) of a file trained through `train_seeds`, checked (one-line `ConfigError`s)."""
+    checkpoint = dict(raw.get("checkpoint", {}))
+    S.check_keys(checkpoint, {"keep_best", "every_epochs"}, file, "checkpoint")
+    top = {k: raw[k] for k in ("name", "seeds", "vmap_seeds") if k in raw}
+    top.setdefault("name", Path(str(file)).stem)
+    top = S.build(_Top, {**top, **checkpoint}, file, "", {"keep_best": S.at_least(1), "every_epochs": S.at_least(1)})
+    S.check_seeds(top.seeds, file)
+    return dataclasses.asdict(top)
 
 
 def check_classes(file, cfg: TrainConfig, model, x) -> None:
