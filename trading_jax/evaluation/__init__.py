@@ -29,6 +29,12 @@ _EXPORTS = {
     "win_rate": "performance",
     "profit_factor": "performance",
     "turnover": "performance",
+    "performance_summary": "report", "metrics_records": "report", "metrics_markdown": "report",
+    "rolling_sharpe": "report", "drawdown_series": "report", "attention_map": "report",
+    "plot_equity": "report", "plot_drawdown": "report", "plot_rolling_sharpe": "report",
+    "plot_attention": "report", "plot_importance": "report", "write_report": "report",
+    "integrated_gradients": "interpret", "feature_importance_ig": "interpret",
+    "permutation_importance": "interpret",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
