@@ -29,6 +29,11 @@ _EXPORTS = {
     "win_rate": "performance",
     "profit_factor": "performance",
     "turnover": "performance",
+    "parametric_expected_shortfall": "risk", "Exposure": "risk", "exposure": "risk",
+    "apply_position_limits": "risk", "LimitBreaches": "risk", "check_limits": "risk",
+    "volatility_target": "risk",
+    "BacktestConfig": "backtest", "BacktestResult": "backtest",  # the function: evaluation.backtest.backtest
+    "signals_to_weights": "backtest", "walk_forward": "backtest",
     "performance_summary": "report", "metrics_records": "report", "metrics_markdown": "report",
     "rolling_sharpe": "report", "drawdown_series": "report", "attention_map": "report",
     "plot_equity": "report", "plot_drawdown": "report", "plot_rolling_sharpe": "report",
