@@ -26,6 +26,7 @@ MODEL_MODULES = (
     "trading_jax.models.multitask",
     "trading_jax.models.actor_critic",
     "trading_jax.models.bert",
+    "trading_jax.models.portfolio",
 )
 
 
