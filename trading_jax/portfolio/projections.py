@@ -16,21 +16,24 @@ Array = jax.Array
 __all__ = ["project_capped_simplex"]
 
 
-def project_capped_simplex(v, upper, n_iter: int = 25) -> Array:
+def project_capped_simplex(v, upper, n_iter: int = 25, *, unroll: bool = True) -> Array:
     """Euclidean projection of `v` onto `{w : sum w = 1, 0 <= w <= upper}`.
 
     The solution is `w = clip(v - theta, 0, upper)` for the threshold `theta` at which
     `s(theta) = sum_i clip(v_i - theta, 0, upper_i)` (nonincreasing in theta) equals 1. `theta` is found by
     `n_iter` bisection steps on `[min(v - upper), max(v)]` (where `s = sum(upper) >= 1` and `s = 0`), then
     made exact on the bisection's active set: with `F` the free coordinates (`0 < v_i - theta < upper_i`)
-    and `U` the capped ones, `theta = (sum_F v_i - (1 - sum_U upper_i)) / |F|`. Fixed work, no data-dependent
-    loop: jittable and vmappable.
+    and `U` the capped ones, `theta = (sum_F v_i - (1 - sum_U upper_i)) / |F|` (computed as a correction of
+    the bisection's theta, which keeps float32 digits for large scores). Fixed work, no data-dependent loop:
+    jittable and vmappable.
 
     Args:
         v: `[..., K]` scores.
         upper: upper bounds broadcastable to `v` (a scalar cap or a `[K]` vector); `sum(upper) >= 1`
             (otherwise the set is empty and the result sums to `sum(upper)`).
         n_iter: bisection steps.
+        unroll: unroll the bisection loop (faster to run, slower to compile; pass False when the projection
+            sits inside another loop, e.g. an iterative solver).
 
     Returns:
         `[..., K]` weights (float32 for float32 input).
@@ -49,13 +52,14 @@ def project_capped_simplex(v, upper, n_iter: int = 25) -> Array:
         above = total(mid) > 1.0  # threshold too low
         return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
-    lo, hi = jax.lax.fori_loop(0, n_iter, body, (lo, hi), unroll=True)
+    lo, hi = jax.lax.fori_loop(0, n_iter, body, (lo, hi), unroll=unroll)
     theta = 0.5 * (lo + hi)
+    # the exact step in coordinates shifted by the bisection's theta: the free coordinates are then within
+    # `upper` of 0, so float32 keeps their digits even for scores of order 1e3 (theta = theta0 + delta)
     shifted = v - theta
     free = (shifted > 0) & (shifted < upper)
     capped = shifted >= upper
     n_free = jnp.sum(free, axis=-1, keepdims=True)
-    exact = (jnp.sum(jnp.where(free, v, 0.0), axis=-1, keepdims=True)
+    delta = (jnp.sum(jnp.where(free, shifted, 0.0), axis=-1, keepdims=True)
              - (1.0 - jnp.sum(jnp.where(capped, upper, 0.0), axis=-1, keepdims=True))) / jnp.maximum(n_free, 1)
-    theta = jnp.where(n_free > 0, exact, theta)
-    return jnp.clip(v - theta, 0.0, upper)
+    return jnp.clip(shifted - jnp.where(n_free > 0, delta, 0.0), 0.0, upper)
