@@ -5,7 +5,8 @@
 
 A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`),
 "ppo" (`trading_jax.runs.ppo`), "maml" (`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`),
-"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`) or "sentiment" (`trading_jax.runs.sentiment`). A new algorithm
+"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`), "sentiment" (`trading_jax.runs.sentiment`) or "portfolio"
+(`trading_jax.runs.portfolio`). A new algorithm
 adds a module with `load(raw, file)` and `run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one
 line in `ALGORITHMS`.
 """
@@ -21,7 +22,8 @@ __all__ = ["ALGORITHMS", "ConfigError", "load_experiment", "run_experiment"]
 
 ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo",
               "maml": "trading_jax.runs.maml", "ensemble": "trading_jax.runs.ensemble",
-              "ppo_ensemble": "trading_jax.runs.ppo_ensemble", "sentiment": "trading_jax.runs.sentiment"}
+              "ppo_ensemble": "trading_jax.runs.ppo_ensemble", "sentiment": "trading_jax.runs.sentiment",
+              "portfolio": "trading_jax.runs.portfolio"}
 
 
 def load_experiment(path: str | Path):
