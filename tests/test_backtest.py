@@ -241,16 +241,22 @@ def test_jit_equals_eager():
         np.testing.assert_allclose(getattr(jitted, name), getattr(eager, name), rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-def test_a_new_fee_rate_does_not_recompile():
+def test_a_new_fee_rate_does_not_recompile_and_fee_rates_can_be_vmapped():
     open_, close = random_market(0)
+    prices = bars(open_, close)
     weights = np.random.default_rng(1).uniform(-0.6, 0.6, close.shape).astype(np.float32)
-    backtest(bars(open_, close), weights, COSTS)
+    base = backtest(prices, weights, COSTS)
     from trading_jax.evaluation import backtest as module
 
     before = module._backtest._cache_size()
-    cheaper = backtest(bars(open_, close), weights, BacktestConfig(fee_rate=1e-4, half_spread=1e-4, slippage=0.0))
+    configs = [BacktestConfig(fee_rate=fee, half_spread=1e-3, slippage=5e-4) for fee in (0.0, 1e-3, 5e-3)]
+    singles = [backtest(prices, weights, config).equity for config in configs]
     assert module._backtest._cache_size() == before
-    assert cheaper.equity[-1] != backtest(bars(open_, close), weights, COSTS).equity[-1]
+    assert singles[0][-1] > singles[1][-1] > base.equity[-1] > singles[2][-1]  # COSTS' fee is 2e-3
+    swept = jax.vmap(lambda fee: backtest(prices, weights, BacktestConfig(fee_rate=fee, half_spread=1e-3,
+                                                                          slippage=5e-4)).equity)(
+        jnp.array([0.0, 1e-3, 5e-3]))
+    np.testing.assert_allclose(swept, np.stack(singles), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------- limits and shorts

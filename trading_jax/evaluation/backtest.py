@@ -14,8 +14,9 @@ last target (bar T - 1) is never filled. Bar 0 holds cash only.
 fill price (so a constant target is topped up as prices drift, and a target of 0 closes the
 position); cash is what is left, and may be negative (leverage) or above equity (shorts). This is
 vectorbt's `Portfolio.from_orders(size=target, size_type="targetpercent", price=fill price, fees=
-fee_rate, slippage=half_spread + slippage)` for one asset (or a cash-sharing group), as the benchmark
-checks.
+fee_rate, slippage=half_spread + slippage)` for one asset (or a cash-sharing group with
+`call_seq="auto"`) as long as the book stays within its cash (vectorbt does not borrow, and sizes its
+shorts differently); `benchmarks/backtest.py` checks the equity curves agree.
 
 **Accounting** of one strategy, per unit of equity. Write `f_t` for the fill price of bar t (its open,
 or its close), `c_t` for its close, `w_t` for the target filled at t (`weights[t-1]`, 0 at t = 0),
@@ -27,6 +28,7 @@ or its close), `c_t` for its close, `w_t` for the target filled at t (`weights[t
     D_t  = E^o_t / E^o_{t-1} = A_{t-1} + sum_i p_ti (x_ti - 1)
     h_ti = p_ti x_ti / D_t                              held weights just before the trade (drifted)
     d_ti = w_ti - h_ti                                  trade, as signed notional at f_ti over E^o_t
+                                                        (0 where asset i has no price at t)
     m_ti = half_spread + slippage + sqrt_impact(d_ti E^o_t / f_ti, adv_ti, sigma_ti, impact_coefficient)
     exec_ti = f_ti (1 + sign(d_ti) m_ti)                (`costs.fill_price`)
     fee_t = sum_i fee_rate |d_ti| exec_ti / f_ti        (`costs.proportional_fee`)
@@ -50,8 +52,9 @@ sequential loop over time.
 
 **Missing prices.** An asset whose fill price or close is NaN at a bar (not listed yet, delisted, a
 missing bar) cannot be traded or held there: its target is taken as 0, a position still held leaves
-the book at its last close's value, without cost (its `x` is 1), and it contributes no PnL, no cost
-and no NaN. Prices are never filled forward.
+the book at its last close's value, without cost and outside `trades` (its `x` is 1: the value goes
+back to cash), and it contributes no PnL, no cost and no NaN. A target standing for an asset that is
+not priced yet fills at its first priced bar. Prices are never filled forward.
 
 **Ruin.** If the equity reaches 0 or below, it is 0 from that bar on (the bar's return is -1) and
 nothing more is traded.
@@ -190,7 +193,8 @@ class BacktestResult(NamedTuple):
         slippage: `[..., T]` stated slippage paid.
         impact: `[..., T]` square-root market impact paid.
         turnover: `[..., T]` `sum_i |d_ti|`: value traded at the fill, over the equity before the trade.
-        trades: `[..., T, N]` `d_ti`, signed value traded over the equity before the trade.
+        trades: `[..., T, N]` `d_ti`, signed value traded over the equity before the trade (0 for an
+            asset without a price at t; a position it held left the book at its last close, untraded).
         weights: `[..., T, N]` weights held at the close of t (after the fill, drifted to the close).
         equity: `[..., T]` equity at each close, starting at `initial_equity` at bar 0.
         iterations: `[...]` int32: the fixed-point sweeps each strategy took (module docstring).
