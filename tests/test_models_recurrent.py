@@ -345,8 +345,11 @@ def test_cnn_lstm_indicators_feed_the_prediction_and_are_checked(tiny):
     with_ind = m()["prediction"]
     zero_ind = m(ind=jnp.zeros_like(m.ind))["prediction"]
     assert not np.allclose(with_ind, zero_ind)
-    missing = fast_jit(lambda p, x: m.model.apply({"params": p}, x), m.params, m.x)(m.params, m.x)  # None: zeros
-    np.testing.assert_allclose(missing["prediction"], zero_ind, rtol=1e-5, atol=1e-6)
+    # None: the first n_indicators feature columns at the decision bar (never zeros)
+    missing = fast_jit(lambda p, x: m.model.apply({"params": p}, x), m.params, m.x)(m.params, m.x)
+    first = m(ind=m.x[:, -1, :N_INDICATORS])["prediction"]
+    np.testing.assert_allclose(missing["prediction"], first, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(missing["prediction"], zero_ind)
     with pytest.raises(ValueError, match="n_indicators"):
         jax.eval_shape(m.model.apply, {"params": m.params}, m.x, jnp.zeros((BATCH, N_INDICATORS + 1)))
 

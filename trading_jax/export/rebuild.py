@@ -45,6 +45,8 @@ def _predictor(model_json: Mapping, features: Mapping | None) -> Callable:
         head = "prediction" if "prediction" in out else "price" if "price" in out else None
         if head is not None and task in ("regression", "multitask"):
             out["forecast_return"] = out[head] * scale
+        if "volatility" in out and task == "multitask":  # trained in the same units as the return
+            out["forecast_volatility"] = out["volatility"] * scale
         return out
 
     return apply

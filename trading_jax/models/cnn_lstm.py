@@ -94,8 +94,12 @@ class CNNLSTM(nn.Module):
         kernel_size: Conv1d kernel (seed 3), 'CAUSAL' padding.
         hidden_size: LSTM width (seed 128). num_layers: LSTM depth (seed 2).
         num_heads: attention heads (seed 4).
-        n_indicators: width of the optional `indicators` input; 0 disables the branch (then `indicators`
-            must be None). When > 0 and `indicators` is None, the indicators read as zeros.
+        n_indicators: width of the technical-indicator branch; 0 disables it (then `indicators` must be None).
+        indicator_columns: where the branch reads its indicators when the call gives no `indicators`: these
+            feature columns of `x` at the decision bar, ``x[:, -1, indicator_columns]`` (the window already holds
+            the pipeline's indicators, computed from bars <= t). None: the first `n_indicators` columns.
+            Experiment runs set it by feature name (seed 001's RSI, MACD, MACD signal and Bollinger bands:
+            `trading_jax.training.dataset.SEED_INDICATORS`), so the branch never reads zeros.
         indicator_features: technical branch width (seed 64).
         head_hidden: fused head width (seed 64).
         dropout: seed 0.2 (after the conv, between LSTM layers, in the head).
@@ -103,7 +107,8 @@ class CNNLSTM(nn.Module):
 
     Args (call):
         x: ``[batch, time, F]`` price/volume features.
-        indicators: optional ``[batch, n_indicators]`` technical indicators at the decision bar.
+        indicators: optional ``[batch, n_indicators]`` technical indicators at the decision bar (default:
+            ``x[:, -1, indicator_columns]``).
 
     Returns a dict:
         ``"prediction"`` ``[batch, n_outputs]`` float32; ``"sequence"`` ``[batch, time, hidden]`` (post
@@ -117,6 +122,7 @@ class CNNLSTM(nn.Module):
     num_layers: int = 2
     num_heads: int = 4
     n_indicators: int = 0
+    indicator_columns: tuple[int, ...] | None = None
     indicator_features: int = 64
     head_hidden: int = 64
     dropout: float = 0.2
@@ -140,7 +146,12 @@ class CNNLSTM(nn.Module):
         feats = seq[:, -1]
         if self.n_indicators > 0:
             if indicators is None:
-                indicators = jnp.zeros((x.shape[0], self.n_indicators), x.dtype)
+                columns = tuple(range(self.n_indicators)) if self.indicator_columns is None \
+                    else tuple(self.indicator_columns)
+                if len(columns) != self.n_indicators or not all(0 <= c < x.shape[-1] for c in columns):
+                    raise ValueError(f"indicator_columns {list(columns)} must name n_indicators={self.n_indicators} "
+                                     f"feature columns of x (it has {x.shape[-1]})")
+                indicators = x[:, -1, jnp.asarray(columns)]
             if indicators.shape[-1] != self.n_indicators:
                 raise ValueError(f"indicators has {indicators.shape[-1]} columns, expected n_indicators={self.n_indicators}")
             tech = nn.Dense(self.indicator_features, dtype=self.dtype, name="technical")(indicators)

@@ -287,8 +287,12 @@ class PricePredictionTransformer(nn.Module):
 
     ``x [batch, T, F]`` -> encoder -> last hidden state ``[batch, d]`` -> one head per horizon:
     ``Dense(d // 2) - ReLU - Dropout - Dense(3)`` giving ``[price change, volatility, confidence]``.
-    The head outputs are raw (unconstrained); a loss may map volatility through softplus and
-    confidence through sigmoid.
+    The raw head outputs are ``"horizons"``; ``"volatility"`` is their softplus (positive) and
+    ``"confidence"`` their sigmoid (a probability). Trained under ``task = "multitask"`` (one head, the
+    label horizon), the three are in the loss (`trading_jax.training.losses.multitask_loss`): the price
+    change by MSE against the realised return, the volatility by MSE against the realised volatility
+    of the next bars, and the confidence by cross-entropy against whether the sign of the price
+    forecast was right (seed 000's weights 1.0, 0.5 and 0.8).
 
     Parameter count (``F`` features, ``d`` d_model, ``f`` dim_feedforward, ``L`` layers, ``H`` horizons)::
 
@@ -334,7 +338,10 @@ class PricePredictionTransformer(nn.Module):
         Returns:
             dict with
             ``"horizons"`` ``[batch, H, 3]`` float32: ``[price change, volatility, confidence]`` per horizon;
-            ``"prediction"`` ``[batch, H]`` float32: ``horizons[..., 0]``, the price change per horizon;
+            ``"prediction"`` and ``"price"`` ``[batch, H]`` float32: ``horizons[..., 0]``, the price change per horizon;
+            ``"volatility"`` ``[batch, H]`` float32: ``softplus(horizons[..., 1])``, the forecast volatility;
+            ``"confidence"`` ``[batch, H]`` float32: ``sigmoid(horizons[..., 2])``, P(the sign of the price
+            forecast is right);
             ``"sequence"`` ``[batch, T, d]``: last-layer hidden states;
             ``"attention"`` ``[batch, L, h, T, T]`` only when ``return_attention``.
         """
@@ -346,7 +353,9 @@ class PricePredictionTransformer(nn.Module):
             h = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(h))
             outs.append(nn.Dense(3, dtype=self.dtype, param_dtype=jnp.float32, name=f"head_{i}_out")(h))
         horizons = jnp.stack(outs, axis=1).astype(jnp.float32)
-        result = {"horizons": horizons, "prediction": horizons[..., 0], "sequence": hidden}
+        result = {"horizons": horizons, "prediction": horizons[..., 0], "price": horizons[..., 0],
+                  "volatility": jax.nn.softplus(horizons[..., 1]), "confidence": jax.nn.sigmoid(horizons[..., 2]),
+                  "sequence": hidden}
         if self.return_attention:
             result["attention"] = attention
         return result

@@ -209,6 +209,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
         bad = next(r for r in repair if r not in REPAIRS)
         raise S.ConfigError(f"{file}: [data] repair = {bad!r}: expected one of {', '.join(REPAIRS)}")
     data = S.build(DataSpec, data_table, file, "data", DATA_CHECKS)
+    _check_task_outputs(config, data, file)
     if data.train + data.val + data.test > 1.0 + 1e-9:
         raise S.ConfigError(f"{file}: [data] train + val + test = {data.train + data.val + data.test:g}: "
                             "expected at most 1")
@@ -223,6 +224,22 @@ def load(raw: dict, file) -> SupervisedExperiment:
                             "class probabilities to calibrate; use task = \"classification\" or \"multitask\", or "
                             "leave ece_threshold out")
     return SupervisedExperiment(data=data, train=config, file=str(file), online=online, monitor=monitor, **top)
+
+
+def _check_task_outputs(config: TrainConfig, data: DataSpec, file) -> None:
+    """A multitask model whose heads are per horizon (the price transformer) must have one head: the labels are
+    built for one horizon (`[data] horizon`), and a head without a label would never train."""
+    if config.task != "multitask":
+        return
+    model = config.build_model()
+    horizons = getattr(model, "horizons", None)
+    if horizons is not None and tuple(horizons) != (data.horizon,):
+        raise S.ConfigError(f"{file}: [train.model_kwargs] horizons = {list(horizons)}: task = \"multitask\" trains "
+                            f"one head against the labels of [data] horizon = {data.horizon}; set horizons = "
+                            f"[{data.horizon}]")
+    if horizons is not None and config.uncertainty_weighting:
+        raise S.ConfigError(f"{file}: [train] uncertainty_weighting = true needs a model with learned log-variances "
+                            f"(model = \"multitask\"); {config.model} has none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +261,17 @@ def load_top(raw: dict, file) -> dict:
     top = S.build(_Top, {**top, **checkpoint}, file, "", {"keep_best": S.at_least(1), "every_epochs": S.at_least(1)})
     S.check_seeds(top.seeds, file)
     return dataclasses.asdict(top)
+
+
+def indicator_columns(file, cfg: TrainConfig, feature_names) -> TrainConfig:
+    """`cfg` with a CNN-LSTM's indicator branch pointed at its named features (`resolve_indicator_columns`);
+    a name that is not a feature is a one-line `ConfigError`."""
+    from trading_jax.training.dataset import resolve_indicator_columns
+
+    try:
+        return resolve_indicator_columns(cfg, feature_names)
+    except ValueError as error:
+        raise S.ConfigError(f"{file}: [train.model_kwargs] {error}") from None
 
 
 def check_classes(file, cfg: TrainConfig, model, x) -> None:
@@ -348,6 +376,8 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
         files = [] if spec.source == "synthetic" else file_fingerprints([spec.source])
         splits, info = build_datasets(spec, cfg.task)
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (splits[k][:2] for k in ("train", "val", "test"))
+        cfg = indicator_columns(experiment.file, cfg, info["features"])
+        experiment = dataclasses.replace(experiment, train=cfg)
         model = cfg.build_model()
         check_classes(experiment.file, cfg, model, x_tr)
         state = folder.claim(_config_record(experiment), {"files": files, "source": info["source"],
@@ -750,8 +780,48 @@ def evaluate(task: str, outputs, y_test, y_train, x_test) -> dict[str, dict[str,
               "baseline_zero_return": _regression_metrics(np.zeros_like(price_true), price_true),
               # momentum: the last normalised 1-bar return feature (column 0) as the forecast
               "baseline_last_return": _regression_metrics(x_test[:, -1, 0], price_true)}
-    if task == "multitask":
+    if task == "multitask" and "direction_logits" in outputs:
         result["model_direction"] = _classification_metrics(np.argmax(outputs["direction_logits"], -1), y_test["direction"])
+    elif task == "multitask":  # the price transformer: its direction call is the sign of its price forecast
+        result["model_direction"] = _classification_metrics(np.where(np.reshape(price_pred, -1) > 0, 2, 0),
+                                                            y_test["direction"])
+    if task == "multitask" and "confidence" in outputs and "direction_logits" not in outputs:
+        result.update(_head_metrics(outputs, y_test, y_train))
     return result
+
+
+def _head_metrics(outputs, y_test, y_train) -> dict[str, dict[str, float]]:
+    """Test metrics of the price transformer's volatility and confidence heads, each with its naive baseline.
+
+    * volatility: RMSE, MAE and IC of the forecast against the realised volatility, against the training mean
+      (a constant, so its IC is undefined: NaN);
+    * confidence: Brier score of P(the sign is right) on the non-flat labels, against the constant equal to
+      the test hit rate (an oracle constant: a confidence head only adds information if it beats it); the
+      accuracy of the third most confident calls against that of all calls.
+    """
+    from trading_jax.evaluation import metrics as m
+
+    vol_pred = np.reshape(outputs["volatility"], -1)
+    vol_true = np.asarray(y_test["volatility"], np.float32).reshape(-1)
+    constant = np.full_like(vol_true, float(np.mean(y_train["volatility"])))
+    vol = {name: {"mae": float(m.mae(p, vol_true)), "rmse": float(m.rmse(p, vol_true)),
+                  "ic": float(m.information_coefficient(p, vol_true))}
+           for name, p in (("model_volatility", vol_pred), ("baseline_train_mean_volatility", constant))}
+    vol["baseline_train_mean_volatility"]["ic"] = float("nan")
+    direction = np.asarray(y_test["direction"]).reshape(-1)
+    call_up = np.reshape(outputs["price"], -1) > 0
+    keep = direction != 1
+    right = (call_up & (direction == 2)) | (~call_up & (direction == 0))
+    q = np.reshape(outputs["confidence"], -1)[keep]
+    if not q.size:
+        nan = float("nan")
+        return {**vol, "model_confidence": {"brier": nan, "accuracy_all": nan, "accuracy_top_third": nan},
+                "baseline_constant_confidence": {"brier": nan}}
+    hit = right[keep].astype(np.float64)
+    base = float(np.mean(hit))
+    top = q >= np.quantile(q, 2 / 3)
+    return {**vol, "model_confidence": {"brier": float(np.mean((q - hit) ** 2)), "accuracy_all": base,
+                                        "accuracy_top_third": float(np.mean(hit[top]))},
+            "baseline_constant_confidence": {"brier": float(np.mean((base - hit) ** 2))}}
 
 

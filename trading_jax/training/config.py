@@ -45,7 +45,8 @@ class TrainConfig:
         model_kwargs: extra model arguments as a tuple of `(name, value)` pairs (hashable);
             `TrainConfig.with_model_kwargs(...)` / `model_config()` convert from/to a dict.
         task: "regression" (output "prediction"), "classification" (output "logits") or "multitask"
-            (outputs "price", "direction_logits", "volatility", "volume", optionally "log_vars").
+            (outputs "price", "direction_logits", "volatility", "volume", optionally "log_vars"; the price
+            transformer gives "price", "volatility" and a "confidence" head in place of "direction_logits").
         epochs: number of passes (each a `lax.scan` over minibatches).
         batch_size: minibatch size; the last `n_train % batch_size` samples of each epoch's permutation
             are dropped (a different remainder every epoch, so every sample is still seen over epochs).
@@ -59,6 +60,9 @@ class TrainConfig:
         huber_delta: Huber transition point.
         multitask_weights: `(task, weight)` pairs for "price", "direction", "volatility", "volume";
             the defaults are seed 000's loss weights (volume is not weighted there: 0).
+        confidence_weight: weight of `losses.confidence_loss` (a confidence head's cross-entropy against
+            whether the classifier's call is right) in a classification objective; None: 1 for a model with a
+            learned confidence head (`losses.LEARNED_CONFIDENCE_MODELS`), 0 otherwise.
         uncertainty_weighting: multiply the weighted multitask losses by the model's learned
             `log_vars` (Kendall et al. 2018; see `losses.multitask_loss`).
         noise_std: std of Gaussian input noise (0 disables).
@@ -97,6 +101,7 @@ class TrainConfig:
     multitask_weights: tuple[tuple[str, float], ...] = (
         ("price", 1.0), ("direction", 0.8), ("volatility", 0.5), ("volume", 0.0),
     )
+    confidence_weight: float | None = None
     uncertainty_weighting: bool = False
     noise_std: float = 0.0
     mixup_alpha: float = 0.0

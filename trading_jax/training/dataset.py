@@ -4,8 +4,9 @@
 market) and its `FeaturePipeline` tensor with the normaliser fitted on the training split only; labels
 from t+1 onward; and the windows of each chronological split (embargo = horizon by default), dropping
 samples whose inputs leave the split or whose label reads a bar past the split end or an unobserved
-(filled) bar (every bar t .. t + `label_reach` must be observed). Regression targets are scaled by the
-training split's std; that scale and the normaliser's statistics are returned in `info`.
+(filled) bar (every bar t .. t + `label_reach` must be observed). Regression targets (and the multitask return
+and volatility targets) are divided by the training split's std of the returns; that scale and the normaliser's
+statistics are returned in `info`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DataSpec", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed", "build_datasets",
-           "feature_state"]
+__all__ = ["DataSpec", "SEED_INDICATORS", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed",
+           "build_datasets", "feature_state", "resolve_indicator_columns"]
+
+SEED_INDICATORS = ("rsi_14", "macd_over_close", "macd_signal_over_close", "bollinger_percent_b", "bollinger_bandwidth")
+"""Seed 001's technical indicators (RSI, MACD, MACD signal, Bollinger upper and lower) as `FeaturePipeline`
+features: MACD scale-free (over the close) and the bands as %b and bandwidth."""
 
 
 class Samples(NamedTuple):
@@ -178,6 +183,11 @@ def build_datasets(spec: DataSpec, task: str):
     if task == "regression":  # returns are ~1e-3: scale by the training std (fitted on train only)
         scale = float(np.std(splits["train"][1])) or 1.0
         splits = {k: v._replace(y=v.y / scale) for k, v in splits.items()}
+    elif task == "multitask":  # the return and volatility targets in units of the training return std, so their
+        # MSEs weigh like the cross-entropy terms (unscaled, an MSE of ~1e-4 next to ~1 left them untrained)
+        scale = float(np.std(splits["train"].y["price"])) or 1.0
+        splits = {k: v._replace(y={**v.y, "price": v.y["price"] / scale, "volatility": v.y["volatility"] / scale})
+                  for k, v in splits.items()}
     info = {"source": source, "symbols": list(symbols), "features": list(pipeline.names(len(symbols))),
             "split": {k: [getattr(split, k).start, getattr(split, k).stop] for k in ("train", "val", "test")},
             "embargo": embargo, "target_scale": scale,
@@ -213,3 +223,43 @@ def feature_state(spec: DataSpec, task: str, info: dict) -> dict:
             "warmup": pipeline["warmup"], "bars_needed": pipeline["warmup"] + spec.window,
             "normalizer": pipeline["normalizer_state"], "clip": pipeline["feature_config"]["clip"], "eps": 1e-8,
             "target_scale": info["target_scale"], "split": info["split"], "range": pipeline["range"]}
+
+
+def resolve_indicator_columns(config, feature_names):
+    """`config` with its model's technical-indicator branch pointed at named feature columns.
+
+    For a model with an indicator branch (`n_indicators > 0` and an `indicator_columns` field: the CNN-LSTM),
+    `model_kwargs["indicator_columns"]` may list feature names (or column indices); when it is absent, the
+    branch reads `SEED_INDICATORS` (the first `n_indicators` of them when `n_indicators` is given in
+    `model_kwargs`, all five otherwise). The result holds column indices and a matching `n_indicators`, so the
+    branch reads the indicators at the decision bar (`x[:, -1, columns]`), never zeros. Other configs come
+    back unchanged.
+
+    Raises:
+        ValueError: a name that is not a feature (naming the features), or more indicators than the seed has.
+    """
+    model = config.build_model()
+    if not hasattr(model, "indicator_columns") or not getattr(model, "n_indicators", 0):
+        return config
+    kwargs = config.model_config()
+    names = list(feature_names)
+    given = kwargs.get("indicator_columns")
+    if given is None:
+        n = kwargs.get("n_indicators", len(SEED_INDICATORS))
+        if n > len(SEED_INDICATORS):
+            raise ValueError(f"n_indicators = {n}: the seed names {len(SEED_INDICATORS)} indicators "
+                             f"({', '.join(SEED_INDICATORS)}); list the feature names in indicator_columns")
+        given = SEED_INDICATORS[:n]
+    columns = []
+    for item in given:
+        if isinstance(item, str):
+            if item not in names:
+                raise ValueError(f"indicator_columns: {item!r} is not a feature of this data; features: "
+                                 f"{', '.join(names)}")
+            columns.append(names.index(item))
+        elif not 0 <= int(item) < len(names):
+            raise ValueError(f"indicator_columns: column {item} is out of range (the data has {len(names)} features)")
+        else:
+            columns.append(int(item))
+    return config.replace(model_kwargs={**kwargs, "indicator_columns": tuple(columns), "n_indicators": len(columns)})
+

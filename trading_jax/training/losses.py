@@ -102,6 +102,12 @@ def multitask_loss(
     `MULTITASK_TASKS` order), each term becomes Kendall et al.'s (2018)
         w_k (c_k exp(-s_k) L_k + s_k / 2),   c_k = 1/2 for regression, 1 for classification.
 
+    A model without "direction_logits" but with a "confidence" head (the price transformer's
+    `[price change, volatility, confidence]` heads) gets, in place of L_dir, the cross-entropy of its
+    confidence against whether the sign of its "price" forecast was right (`direction_confidence_loss`),
+    weighted by w_dir: seed 000's "direction accuracy" term for a model whose direction call is the sign
+    of its forecast.
+
     Tasks absent from `targets` (or with weight 0) are left out.
     """
     weights = dict(zip(MULTITASK_TASKS, (1.0, 0.8, 0.5, 0.0))) if weights is None else dict(weights)
@@ -110,7 +116,9 @@ def multitask_loss(
         w = weights.get(task, 0.0)  # a Python number or a (possibly traced) array
         if task not in targets or (isinstance(w, (int, float)) and w == 0.0):
             continue
-        if task == "direction":
+        if task == "direction" and "direction_logits" not in outputs:  # the price transformer's confidence head
+            term = direction_confidence_loss(outputs["confidence"], outputs["price"], targets[task])
+        elif task == "direction":
             term = cross_entropy(outputs["direction_logits"], targets[task], label_smoothing)
         else:
             term = mse(outputs[task], targets[task])
@@ -138,13 +146,54 @@ def task_loss(config, outputs: Mapping[str, Any], targets, label_smoothing: floa
         return mse(outputs["prediction"], targets)
     if config.task == "classification":
         loss = cross_entropy(outputs["logits"], targets, eps)
-        if "confidence" in outputs:  # a confidence head (the sentiment network's) learns P(the call is right)
-            loss = loss + confidence_loss(outputs["confidence"], outputs["logits"], targets)
+        weight = confidence_weight(config)
+        if weight:  # a learned confidence head (the sentiment network's) learns P(the call is right)
+            loss = loss + weight * confidence_loss(outputs["confidence"], outputs["logits"], targets)
         return loss
     weights = dict(config.multitask_weights)
     if hparams is not None:  # traced weights; tasks the config weighs 0 stay out of the program
         weights = {k: hparams.multitask_weights[k] for k, v in weights.items() if v != 0}
     return multitask_loss(outputs, targets, weights, eps, config.uncertainty_weighting)
+
+
+LEARNED_CONFIDENCE_MODELS = ("sentiment_bert",)
+"""Classifiers whose "confidence" output is a head of its own (trained by `confidence_loss` by default). Other
+classifiers' "confidence" (e.g. the direction transformer's largest class probability) is a function of the
+logits and stays out of the loss."""
+
+
+def confidence_weight(config) -> float:
+    """The weight of `confidence_loss` in a classification objective: `config.confidence_weight`, or when it is
+    None, 1 for a model of `LEARNED_CONFIDENCE_MODELS` and 0 otherwise."""
+    weight = getattr(config, "confidence_weight", None)
+    if weight is None:
+        return 1.0 if getattr(config, "model", None) in LEARNED_CONFIDENCE_MODELS else 0.0
+    return float(weight)
+
+
+def direction_confidence_loss(confidence, price, direction) -> jax.Array:
+    """Cross-entropy of a confidence head against whether the sign of a return forecast was right.
+
+        c*_b = 1[sign(p_b) = +1 and y_b = UP  or  sign(p_b) = -1 and y_b = DOWN]   (no gradient into p)
+        L = -sum_b m_b [c*_b log q_b + (1 - c*_b) log(1 - q_b)] / max(sum_b m_b, 1),   m_b = 1[y_b != FLAT]
+
+    FLAT labels (inside the dead band) have no right sign and are left out; q is clipped to [1e-6, 1 - 1e-6].
+    Class indices follow `trading_jax.data.labels`: DOWN, FLAT, UP = 0, 1, 2.
+
+    Args:
+        confidence: `[batch]` or `[batch, 1]` probabilities (after the sigmoid).
+        price: `[batch]` or `[batch, 1]` return forecasts.
+        direction: `[batch]` integer labels, or `[batch, 3]` probabilities (after mixup; their argmax is used).
+    """
+    direction = jnp.asarray(direction)
+    if not jnp.issubdtype(direction.dtype, jnp.integer):
+        direction = jnp.argmax(direction, -1)
+    price = jax.lax.stop_gradient(jnp.asarray(price, jnp.float32).reshape(direction.shape))
+    q = jnp.clip(jnp.asarray(confidence, jnp.float32).reshape(direction.shape), 1e-6, 1.0 - 1e-6)
+    right = ((price > 0) & (direction == 2)) | ((price < 0) & (direction == 0))
+    mask = (direction != 1).astype(jnp.float32)
+    nll = -(right * jnp.log(q) + (~right) * jnp.log1p(-q))
+    return jnp.sum(mask * nll) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def confidence_loss(confidence, logits, targets) -> jax.Array:

@@ -361,7 +361,9 @@ def make_trainer(config: TrainConfig, data: Dataset, mesh=None, data_parallel: b
         x0 = take(data.x_train, slice(0, 1))
         out_shapes = jax.eval_shape(lambda p: apply(p, x0, False), params)
         logits = out_shapes.get("logits") if config.task == "classification" else out_shapes.get("direction_logits")
-        return None if logits is None else logits.shape[-1]
+        if logits is None:  # a multitask model without direction logits (the price transformer): 3 direction classes
+            return 3 if config.task == "multitask" else None
+        return logits.shape[-1]
 
     def init_fn(key, hp, args) -> TrainState:
         data, init_params = args["data"], args["params"]
