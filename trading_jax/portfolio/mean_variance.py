@@ -45,7 +45,8 @@ daily-unit inputs are solved as accurately as annual ones (cvxpy's absolute tole
 **Status** (`OptimizeResult.status`, int32): `OPTIMAL` (0), `INFEASIBLE` (1: the target cannot be met,
 e.g. `r` above the largest achievable return, `sigma` below the smallest achievable volatility, or no asset
 beats the risk-free rate; the weights are then the closest attainable portfolio, named in each docstring),
-`INACCURATE` (2: the polish did not pass the KKT check; the weights are FISTA's, feasible but approximate).
+`INACCURATE` (2: the polish did not pass the KKT check, e.g. a singular covariance with duplicate assets,
+whose optimum is not unique; the weights are FISTA's, feasible but approximate).
 On concrete (non-traced) input, clearly bad arguments raise a one-line `ValueError` instead: a covariance
 that is not square, symmetric, PSD or finite, a `mu` of the wrong shape, `cap` outside (0, 1] or
 `cap * N < 1`, a non-positive risk aversion or target volatility, and (for `max_sharpe`) no expected return
