@@ -149,6 +149,19 @@ def test_the_cap_binds_in_the_capped_cases(market, kind):
     assert np.isclose(float(np.max(ours.weights)), CAP, atol=1e-6)
 
 
+def test_per_asset_caps_match_pypfopt_and_a_zero_cap_keeps_an_asset_out(market):
+    mu, cov = market["mu"], market["cov"]
+    caps = np.full(len(mu), 0.2)
+    caps[int(np.argmax(mu))] = 0.0  # the best asset is excluded
+    ours = pf.max_sharpe(mu.astype(np.float32), cov.astype(np.float32), RF, caps.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = EfficientFrontier(mu, cov, weight_bounds=[(0, c) for c in caps]).max_sharpe(RF)
+    assert int(ours.status) == pf.OPTIMAL
+    assert float(ours.weights[int(np.argmax(mu))]) == 0.0
+    np.testing.assert_allclose(np.asarray(ours.weights), list(ref.values()), atol=WEIGHT_TOL, rtol=0)
+
+
 def test_max_return_and_performance_match_pypfopt(market):
     mu, cov = market["mu"], market["cov"]
     ef = EfficientFrontier(mu, cov, weight_bounds=(0, CAP))

@@ -46,15 +46,18 @@ def check_vector(fn: str, x, n: int, name: str) -> None:
 
 
 def check_cap(fn: str, cap, n: int) -> None:
-    """`cap` (a scalar or `[n]` per-asset upper bound) must lie in (0, 1] and admit weights summing to 1."""
+    """`cap` (a scalar or `[n]` per-asset upper bound) must lie in [0, 1] and admit weights summing to 1.
+
+    A per-asset cap of 0 keeps that asset out of the portfolio (e.g. an unlisted asset).
+    """
     shape = np.shape(cap)
     if shape not in ((), (n,)):
         raise ValueError(f"{fn}: cap must be a scalar or a ({n},) vector of per-asset upper bounds; got shape {shape}")
     if not concrete(cap):
         return
     c = np.broadcast_to(np.asarray(cap, dtype=np.float64), (n,))
-    if not np.all(np.isfinite(c)) or np.any(c <= 0) or np.any(c > 1):
-        raise ValueError(f"{fn}: cap must be in (0, 1]; got {cap!r}")
+    if not np.all(np.isfinite(c)) or np.any(c < 0) or np.any(c > 1):
+        raise ValueError(f"{fn}: cap must be in [0, 1]; got {cap!r}")
     if np.sum(c) < 1.0 - 1e-6:
         raise ValueError(f"{fn}: cap * N = {np.sum(c):.6g} < 1, so no long-only weights can sum to 1; raise the cap")
 

@@ -4,6 +4,7 @@ Every problem is over long-only weights that sum to 1 with an optional per-asset
 
     W = {w in R^N : sum_i w_i = 1, 0 <= w_i <= cap_i}        (PyPortfolioOpt's `weight_bounds=(0, cap)`)
 
+(a per-asset `cap_i = 0` keeps asset i out, e.g. an unlisted one)
 given expected returns `mu` `[N]` and a covariance `cov` `[N, N]` in the same units (e.g. both annualised):
 
 * `min_volatility(cov)`:                       min_w  w' cov w
@@ -48,7 +49,7 @@ beats the risk-free rate; the weights are then the closest attainable portfolio,
 `INACCURATE` (2: the polish did not pass the KKT check, e.g. a singular covariance with duplicate assets,
 whose optimum is not unique; the weights are FISTA's, feasible but approximate).
 On concrete (non-traced) input, clearly bad arguments raise a one-line `ValueError` instead: a covariance
-that is not square, symmetric, PSD or finite, a `mu` of the wrong shape, `cap` outside (0, 1] or
+that is not square, symmetric, PSD or finite, a `mu` of the wrong shape, `cap` outside [0, 1] or
 `cap * N < 1`, a non-positive risk aversion or target volatility, and (for `max_sharpe`) no expected return
 above the risk-free rate.
 """
@@ -388,11 +389,13 @@ def _solve(kind, mu, cov, cap, param, config):
 
 
 def _check(fn, expected_returns, cov, cap):
+    """Checks the inputs; returns `(n, cap as an [n] vector)` (one compiled program for scalar and vector caps)."""
     n = _checks.check_cov(fn, cov)
     if expected_returns is not None:
         _checks.check_vector(fn, expected_returns, n, "expected_returns")
     _checks.check_cap(fn, cap, n)
-    return n
+    dtype = jnp.result_type(jnp.asarray(cov).dtype, jnp.float32)
+    return n, jnp.broadcast_to(jnp.asarray(cap, dtype), (n,))
 
 
 def min_volatility(cov, cap=1.0, *, config: SolverConfig = SolverConfig()) -> OptimizeResult:
@@ -409,7 +412,7 @@ def min_volatility(cov, cap=1.0, *, config: SolverConfig = SolverConfig()) -> Op
     Raises:
         ValueError: for bad concrete input (see the module docstring).
     """
-    n = _check("min_volatility", None, cov, cap)
+    n, cap = _check("min_volatility", None, cov, cap)
     mu = np.zeros((n,), jnp.result_type(jnp.asarray(cov).dtype, jnp.float32))
     return OptimizeResult(*_solve(_MIN_VOLATILITY, mu, cov, cap, 0.0, config))
 
@@ -431,7 +434,7 @@ def max_quadratic_utility(expected_returns, cov, risk_aversion=1.0, cap=1.0, *,
     Raises:
         ValueError: for bad concrete input (see the module docstring).
     """
-    _check("max_quadratic_utility", expected_returns, cov, cap)
+    _, cap = _check("max_quadratic_utility", expected_returns, cov, cap)
     _checks.check_scalar("max_quadratic_utility", risk_aversion, "risk_aversion", positive=True)
     return OptimizeResult(*_solve(_UTILITY, expected_returns, cov, cap, risk_aversion, config))
 
@@ -457,7 +460,7 @@ def efficient_return(expected_returns, cov, target_return, cap=1.0, *,
     Raises:
         ValueError: for bad concrete input (see the module docstring).
     """
-    _check("efficient_return", expected_returns, cov, cap)
+    _, cap = _check("efficient_return", expected_returns, cov, cap)
     _checks.check_scalar("efficient_return", target_return, "target_return")
     return OptimizeResult(*_solve(_RETURN, expected_returns, cov, cap, target_return, config))
 
@@ -484,7 +487,7 @@ def efficient_risk(expected_returns, cov, target_volatility, cap=1.0, *,
     Raises:
         ValueError: for bad concrete input (see the module docstring).
     """
-    _check("efficient_risk", expected_returns, cov, cap)
+    _, cap = _check("efficient_risk", expected_returns, cov, cap)
     _checks.check_scalar("efficient_risk", target_volatility, "target_volatility", positive=True)
     return OptimizeResult(*_solve(_RISK, expected_returns, cov, cap, target_volatility, config))
 
@@ -511,7 +514,7 @@ def max_sharpe(expected_returns, cov, risk_free_rate=0.0, cap=1.0, *,
     Raises:
         ValueError: for bad concrete input (see the module docstring).
     """
-    _check("max_sharpe", expected_returns, cov, cap)
+    _, cap = _check("max_sharpe", expected_returns, cov, cap)
     _checks.check_scalar("max_sharpe", risk_free_rate, "risk_free_rate")
     if _checks.concrete(expected_returns, risk_free_rate):
         if float(np.max(np.asarray(expected_returns))) <= float(risk_free_rate):
