@@ -13,15 +13,20 @@ Panels:
       their first bar with `fill_missing_bars`, as benchmarks/features.py), 64 strategies: fast in
       {5, 10, 15, 20, 25, 30, 35, 40} x slow in {50, 60, 70, 80, 90, 100, 110, 120} -> 5,632 backtests;
       a synthetic panel of the same size stands in when the folder is absent;
+  (a') the same panel and grid in portfolio mode: one account per strategy holding every asset, each at 50% / N
+      of the equity while its crossover is up (our natural layout: Bars [T, N], weights [S, T, N]; vectorbt: one
+      cash-sharing group per strategy, `call_seq="auto"`; pandas: columns (strategy, asset) and a groupby per
+      bar). Its rate counts strategy x asset pairs, like the others;
   (b) synthetic, larger: GBM daily bars, 2,520 bars x 256 assets x 32 strategies (fast {5..40} x slow
       {50, 80, 110, 140}) -> 8,192 backtests.
 
 Sides (the same float64 inputs; signals and target weights are computed once, outside the timings):
-  ours       `trading_jax.evaluation.backtest.backtest(Bars[N, T, 1], weights[S, N, T, 1], config)`: the public
+  ours       `trading_jax.evaluation.backtest.backtest(Bars[N, T, 1], weights[S, N, T, 1], config)` (portfolio
+             mode: Bars[T, N], weights[S, T, N]): the public
              function (its input checks included), jitted, float32; every result field (returns, costs,
              turnover, trades, held weights, equity) is computed; timed until all are ready.
   vectorbt   `vbt.Portfolio.from_orders(close, price=open, size=target shifted one bar, size_type="targetpercent",
-             fees=1e-3, slippage=5e-4, init_cash=1)` on [T, S*N] columns, then `.value()` (the equity curve).
+             fees=1e-3, slippage=5e-4, init_cash=1e6)` on [T, S*N] columns, then `.value()` (the equity curve).
              vectorbt sizes a target percent from the value at the order price and fills at that price moved by
              `slippage`, paying `fees` on the filled value: the same rules. Numba-compiled, single-threaded.
              Its starting cash is 1e6 (its equity is divided by it), because vectorbt rejects orders under
@@ -37,14 +42,14 @@ relative 2e-5 (float32 vs float64; the largest difference is recorded), or the b
 
 Timing: medians over `--repeats` calls after an untimed warm-up call (our compilation and vectorbt's Numba
 compilation are reported separately as first-call times); the slow peers get `--peer-repeats` calls. XLA may
-use every core; vectorbt, pandas and NumPy use one. backtests/s = S * N / median seconds.
+use every core; vectorbt, pandas and NumPy use one. backtests/s = strategy x asset pairs (S * N) / median seconds.
 
 Goal: ours >= 2x vectorbt and >= 20x pandas on the real panel, on this CPU. Writes
 benchmarks/results/backtest-DEVICE.json (backtest-DEVICE-quick.json with --quick); the last printed line is
 `backtest: ours X backtests/s, vectorbt Y backtests/s, ratio Z, pandas P backtests/s, ratio Q (goal 2x vectorbt,
 20x pandas)` for the real panel.
 
-    python benchmarks/backtest.py            # both panels, a few minutes on 2 cores
+    python benchmarks/backtest.py            # every panel, a few minutes on 2 cores
     python benchmarks/backtest.py --quick    # 20 stocks x 16 strategies, a small synthetic panel
 """
 
@@ -127,6 +132,14 @@ def ours(open_: np.ndarray, close: np.ndarray, weights: np.ndarray):
     return lambda: jax.block_until_ready(backtest(bars, w, config))
 
 
+def ours_portfolios(open_: np.ndarray, close: np.ndarray, weights: np.ndarray):
+    """Portfolio mode, our natural layout: Bars `[T, N]` and weights `[S, T, N]` (one account per strategy)."""
+    bars = Bars(jax.device_put(open_.astype(np.float32)), None, None, jax.device_put(close.astype(np.float32)), None)
+    w = jax.device_put(weights.astype(np.float32))
+    config = BacktestConfig(fee_rate=FEE, half_spread=HALF_SPREAD)
+    return lambda: jax.block_until_ready(backtest(bars, w, config))
+
+
 def ours_equity(result, n_bars: int) -> np.ndarray:
     """Our equity `[S, N, T]` as vectorbt's `[T, S * N]` columns (strategy-major)."""
     return np.asarray(result.equity, np.float64).reshape(-1, n_bars).T
@@ -140,12 +153,18 @@ def wide(open_: np.ndarray, close: np.ndarray, weights: np.ndarray):
     return np.tile(open_, (1, s)), np.tile(close, (1, s)), filled
 
 
-def vectorbt_side(open_w: np.ndarray, close_w: np.ndarray, filled: np.ndarray):
+def vectorbt_side(open_w: np.ndarray, close_w: np.ndarray, filled: np.ndarray, n_assets: int | None = None):
+    """One account per column, or with `n_assets` one cash-sharing group per strategy (sells before buys)."""
     import vectorbt as vbt
+
+    grouping = {}
+    if n_assets is not None:
+        grouping = dict(group_by=np.repeat(np.arange(close_w.shape[1] // n_assets), n_assets), cash_sharing=True,
+                        call_seq="auto")
 
     def run():
         portfolio = vbt.Portfolio.from_orders(close=close_w, price=open_w, size=filled, size_type="targetpercent",
-                                              fees=FEE, slippage=HALF_SPREAD, init_cash=VBT_CASH)
+                                              fees=FEE, slippage=HALF_SPREAD, init_cash=VBT_CASH, **grouping)
         return np.asarray(portfolio.value()) / VBT_CASH
 
     return run
@@ -170,25 +189,51 @@ def pandas_backtest(open_df: pd.DataFrame, close_df: pd.DataFrame, filled_df: pd
     return equity
 
 
-def pandas_side(open_w: np.ndarray, close_w: np.ndarray, filled: np.ndarray):
-    frames = [pd.DataFrame(a) for a in (open_w, close_w, filled)]
-    return lambda: pandas_backtest(*frames).to_numpy()
-
-
-def numpy_rows(open_w: np.ndarray, close_w: np.ndarray, filled: np.ndarray) -> np.ndarray:
-    """The pandas loop on NumPy rows (reference)."""
-    filled = np.nan_to_num(filled)
-    cash, units = np.ones(close_w.shape[1]), np.zeros(close_w.shape[1])
-    equity = np.empty_like(close_w)
-    equity[0] = 1.0
-    for t in range(1, len(close_w)):
-        price = open_w[t]
-        target = filled[t] * (cash + units * price) / price
+def pandas_portfolios(open_df: pd.DataFrame, close_df: pd.DataFrame, filled_df: pd.DataFrame) -> pd.DataFrame:
+    """Portfolio mode in plain pandas: columns (strategy, asset), one cash account per strategy."""
+    filled_df = filled_df.fillna(0.0)
+    strategies = close_df.columns.get_level_values(0).unique()
+    cash = pd.Series(1.0, index=strategies)
+    units = pd.Series(0.0, index=close_df.columns)
+    equity = pd.DataFrame(np.nan, index=close_df.index, columns=strategies)
+    equity.iloc[0] = 1.0
+    for t in range(1, len(close_df)):
+        price = open_df.iloc[t]
+        before = cash + (units * price).groupby(level=0).sum()  # each strategy's equity at the open
+        target = filled_df.iloc[t] * before.reindex(close_df.columns, level=0) / price
         trade = target - units
         execution = price * (1 + np.sign(trade) * HALF_SPREAD)
-        cash = cash - trade * execution - FEE * np.abs(trade) * execution
+        cash = cash - (trade * execution + FEE * (trade.abs() * execution)).groupby(level=0).sum()
         units = target
-        equity[t] = cash + units * close_w[t]
+        equity.iloc[t] = cash + (units * close_df.iloc[t]).groupby(level=0).sum()
+    return equity
+
+
+def pandas_side(open_w: np.ndarray, close_w: np.ndarray, filled: np.ndarray, n_assets: int | None = None):
+    if n_assets is None:
+        frames = [pd.DataFrame(a) for a in (open_w, close_w, filled)]
+        return lambda: pandas_backtest(*frames).to_numpy()
+    columns = pd.MultiIndex.from_product([range(close_w.shape[1] // n_assets), range(n_assets)])
+    frames = [pd.DataFrame(a, columns=columns) for a in (open_w, close_w, filled)]
+    return lambda: pandas_portfolios(*frames).to_numpy()
+
+
+def numpy_rows(open_w: np.ndarray, close_w: np.ndarray, filled: np.ndarray, n_assets: int = 1) -> np.ndarray:
+    """The pandas loop on NumPy rows (reference); `n_assets` > 1 groups consecutive columns into one account."""
+    filled = np.nan_to_num(filled)
+    accounts = close_w.shape[1] // n_assets
+    cash, units = np.ones(accounts), np.zeros((accounts, n_assets))
+    equity = np.empty((len(close_w), accounts))
+    equity[0] = 1.0
+    for t in range(1, len(close_w)):
+        price, close = open_w[t].reshape(accounts, n_assets), close_w[t].reshape(accounts, n_assets)
+        before = cash + np.sum(units * price, axis=1)
+        target = filled[t].reshape(accounts, n_assets) * before[:, None] / price
+        trade = target - units
+        execution = price * (1 + np.sign(trade) * HALF_SPREAD)
+        cash = cash - np.sum(trade * execution + FEE * np.abs(trade) * execution, axis=1)
+        units = target
+        equity[t] = cash + np.sum(units * close, axis=1)
     return equity
 
 
@@ -215,21 +260,30 @@ def timed_more(fn, repeats: int) -> dict:
 
 
 def bench_panel(name: str, open_: np.ndarray, close: np.ndarray, grid: list[tuple[int, int]], repeats: int,
-                peer_repeats: int, run_vbt: bool) -> dict:
+                peer_repeats: int, run_vbt: bool, portfolios: bool = False) -> dict:
+    """Time every side on one panel. `portfolios`: one account per strategy holding all assets (each at
+    EXPOSURE / N when its crossover is up), instead of one account per (strategy, asset)."""
     n_bars, n_assets = close.shape
     weights = crossover_weights(close, grid)
-    count = len(grid) * n_assets
-    result = {"bars": n_bars, "assets": n_assets, "strategies": len(grid), "backtests": count,
-              "grid": [list(pair) for pair in grid],
-              "mean_exposure": float(np.mean(weights > 0))}
-    ours_t = timed(ours(open_, close, weights), repeats)
-    reference = ours_equity(ours_t.pop("output"), n_bars)
+    if portfolios:
+        weights = weights / n_assets
+    pairs = len(grid) * n_assets
+    result = {"mode": "portfolios" if portfolios else "accounts", "bars": n_bars, "assets": n_assets,
+              "strategies": len(grid), "accounts": len(grid) if portfolios else pairs, "strategy_asset_pairs": pairs,
+              "grid": [list(pair) for pair in grid], "mean_exposure": float(np.mean(weights > 0))}
+    if portfolios:
+        ours_t = timed(ours_portfolios(open_, close, weights), repeats)
+        reference = np.asarray(ours_t.pop("output").equity, np.float64).T  # [T, S]
+    else:
+        ours_t = timed(ours(open_, close, weights), repeats)
+        reference = ours_equity(ours_t.pop("output"), n_bars)
     result["ours"] = ours_t
     open_w, close_w, filled = wide(open_, close, weights)
-    sides = {"pandas": (pandas_side(open_w, close_w, filled), peer_repeats),
-             "numpy_rows": (lambda: numpy_rows(open_w, close_w, filled), peer_repeats)}
+    group = n_assets if portfolios else None
+    sides = {"pandas": (pandas_side(open_w, close_w, filled, group), peer_repeats),
+             "numpy_rows": (lambda: numpy_rows(open_w, close_w, filled, group or 1), peer_repeats)}
     if run_vbt:
-        sides["vectorbt"] = (vectorbt_side(open_w, close_w, filled), peer_repeats)
+        sides["vectorbt"] = (vectorbt_side(open_w, close_w, filled, group), peer_repeats)
     result["parity_max_relative_difference"] = {}
     for side, (fn, reps) in sides.items():
         timing = timed(fn, 0)  # the first call: warm-up, and the equity to check
@@ -238,15 +292,14 @@ def bench_panel(name: str, open_: np.ndarray, close: np.ndarray, grid: list[tupl
         if not difference <= PARITY_RTOL:
             raise SystemExit(f"backtest: {side} and ours disagree on the {name} panel (largest relative equity "
                              f"difference {difference:.2e} > {PARITY_RTOL}): not the same work, not timed")
-        timing = {"first_call_s": timing["first_call_s"], **timed_more(fn, reps)}
-        result[side] = timing
+        result[side] = {"first_call_s": timing["first_call_s"], **timed_more(fn, reps)}
     for side in ("ours", *sides):
-        result[side]["backtests_per_s"] = count / result[side]["median_s"]
+        result[side]["backtests_per_s"] = pairs / result[side]["median_s"]  # strategy x asset pairs per second
     for side in sides:
         result[f"ratio_vs_{side}"] = result["ours"]["backtests_per_s"] / result[side]["backtests_per_s"]
-    line = f"  {name}: {len(grid)} strategies x {n_assets} assets x {n_bars} bars: ours " \
-           f"{result['ours']['median_s'] * 1e3:.0f} ms ({result['ours']['backtests_per_s']:,.0f} backtests/s, first " \
-           f"call {result['ours']['first_call_s']:.1f} s)"
+    what = f"{len(grid)} portfolios of {n_assets} assets" if portfolios else f"{len(grid)} strategies x {n_assets} assets"
+    line = f"  {name}: {what} x {n_bars} bars: ours {result['ours']['median_s'] * 1e3:.0f} ms " \
+           f"({result['ours']['backtests_per_s']:,.0f} backtests/s, first call {result['ours']['first_call_s']:.1f} s)"
     for side in sides:
         line += f"; {side} {result[side]['median_s'] * 1e3:.0f} ms (x{result[f'ratio_vs_{side}']:.1f})"
     print(line, flush=True)
@@ -258,7 +311,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls of ours (default 9; quick 3)")
     parser.add_argument("--peer-repeats", type=int, default=None,
                         help="timed calls of vectorbt, pandas and NumPy (default 3; quick 1)")
-    parser.add_argument("--skip-synthetic", action="store_true", help="the real panel only")
+    parser.add_argument("--skip-synthetic", action="store_true", help="no synthetic panel")
+    parser.add_argument("--skip-portfolios", action="store_true", help="no portfolio mode")
     add_common_arguments(parser)
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 9)
@@ -295,6 +349,10 @@ def main() -> None:
     print(f"panel: {real_name} ({stocks[1].shape[0]} bars x {stocks[1].shape[1]} assets)", flush=True)
     real = bench_panel(real_name, *stocks, grid, repeats, peer_repeats, run_vbt)
     results["panels"][real_name] = real
+    if not args.skip_portfolios:
+        print(f"panel: {real_name} as {len(grid)} portfolios", flush=True)
+        results["panels"][f"{real_name}_portfolios"] = bench_panel(f"{real_name}_portfolios", *stocks, grid, repeats,
+                                                                   peer_repeats, run_vbt, portfolios=True)
     if not args.skip_synthetic:
         bars, assets = (500, 32) if args.quick else (2520, 256)
         grid_big = [(f, s) for f in FAST for s in SLOW_SYNTHETIC]
