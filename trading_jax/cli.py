@@ -97,6 +97,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_DATA_ERRORS
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from trading_jax.runs import ConfigError, load_experiment
+
+    experiment = load_experiment(args.config)
+    if experiment.algorithm != "backtest":
+        raise ConfigError(f"{args.config}: algorithm = {experiment.algorithm!r}: `trading-jax backtest` runs "
+                          "algorithm = \"backtest\" files (walk-forward comparisons); train this one with "
+                          f"`trading-jax train {args.config}`")
+    args.no_export = True
+    return cmd_train(args)
+
+
 def _export_after_training(experiment, out) -> None:
     """Export a finished run to OUT/export and say how to load and serve it (algorithms that export)."""
     from trading_jax.export.from_run import BUILDERS, export_run
@@ -259,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.add_argument("--no-export", action="store_true", help="do not export the trained model to OUT/export")
     train.set_defaults(func=cmd_train)
+
+    backtest = commands.add_parser(
+        "backtest", help="walk-forward backtest of models and baselines with costs (algorithm = \"backtest\" files)")
+    backtest.add_argument("config", help="experiment TOML file, e.g. experiments/model_comparison.toml")
+    backtest.add_argument("--out", help="output folder (default: runs/NAME); interrupted runs resume from it")
+    backtest.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
+    backtest.add_argument("--overwrite", action="store_true", help="start fresh in the output folder")
+    backtest.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    backtest.set_defaults(func=cmd_backtest)
 
     precisions = ("float32", "bfloat16", "int8")
     export = commands.add_parser("export", help="export a trained run for serving (no model code needed to run it)")

@@ -22,7 +22,7 @@ import numpy as np
 from trading_jax.data import synthetic
 from trading_jax.data.types import Bars
 
-__all__ = ["fill_missing_bars", "builtin_market", "sample_params_batch", "BUILTIN_CORRELATION", "BUILTIN_START"]
+__all__ = ["fill_missing_bars", "builtin_market", "gbm_market", "sample_params_batch", "BUILTIN_CORRELATION", "BUILTIN_START"]
 
 BUILTIN_CORRELATION = 0.3
 """Correlation of the diffusive price shocks between any two assets of `builtin_market`."""
@@ -73,6 +73,23 @@ def sample_params_batch(key: jax.Array, n: int, model: str, ranges: Mapping[str,
     environment bank, or per asset of `builtin_market`.
     """
     return jax.vmap(lambda k: synthetic.sample_params(k, model, ranges))(jax.random.split(key, n))
+
+
+def gbm_market(n_bars: int, n_assets: int, seed: int, sigma: float = 0.2) -> tuple[Bars, np.ndarray, tuple[str, ...]]:
+    """A placebo market: independent driftless geometric Brownian motions, daily bars.
+
+    `dS/S = sigma dW` with mu = 0 (each asset's log price is a random walk: no bar's return can be predicted
+    from the past), `dt = 1 / 252`, independent across assets, with daily timestamps from `BUILTIN_START`.
+    Any model that beats chance on it has a leak. The same arguments give the same market bit for bit.
+
+    Returns:
+        `(bars, timestamps, symbols)` like `builtin_market`, symbols `("GBM0", "GBM1", ...)`.
+    """
+    params = synthetic.GBMParams(mu=0.0, sigma=sigma)
+    market = synthetic.panel(jax.random.key(seed), params, n_bars, 1.0 / 252, n_assets=n_assets)
+    timestamps = BUILTIN_START + np.arange(n_bars) * np.timedelta64(1, "D")
+    symbols = tuple(f"GBM{i}" for i in range(n_assets))
+    return Bars(*(np.asarray(f, np.float64) for f in market.bars)), timestamps, symbols
 
 
 def builtin_market(n_bars: int, n_assets: int, seed: int) -> tuple[Bars, np.ndarray, tuple[str, ...]]:

@@ -150,7 +150,7 @@ def _features_and_reference(run: Path, spec, task: str, data_record: dict) -> tu
     The run's `features.json` is used when present; an older run gets it rebuilt from the data after the
     data's fingerprint is checked against the one the run recorded."""
     from trading_jax.runs.folder import FEATURES, file_fingerprints
-    from trading_jax.training.dataset import build_datasets, feature_state
+    from trading_jax.training.dataset import GENERATED_SOURCES, build_datasets, feature_state
 
     saved = None
     if (run / FEATURES).exists():
@@ -160,7 +160,7 @@ def _features_and_reference(run: Path, spec, task: str, data_record: dict) -> tu
             raise ExportError(f"{run / FEATURES}: not valid JSON; delete it to rebuild it from the data") from None
     recorded = {f["path"]: f["sha256"] for f in data_record.get("files", [])}
     try:
-        if spec.source != "synthetic":
+        if spec.source not in GENERATED_SOURCES:
             now = {f["path"]: f["sha256"] for f in file_fingerprints([spec.source])}
             if recorded and now != recorded:
                 raise ExportError(f"{run}: its data {spec.source} changed since training (file hashes differ)"

@@ -5,8 +5,9 @@
 
 A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`),
 "ppo" (`trading_jax.runs.ppo`), "maml" (`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`),
-"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`), "sentiment" (`trading_jax.runs.sentiment`) or "portfolio"
-(`trading_jax.runs.portfolio`). A new algorithm
+"ppo_ensemble" (`trading_jax.runs.ppo_ensemble`), "sentiment" (`trading_jax.runs.sentiment`), "portfolio"
+(`trading_jax.runs.portfolio`) or "backtest" (`trading_jax.runs.backtest`, walk-forward model comparisons with
+costs; `trading-jax backtest`). A new algorithm
 adds a module with `load(raw, file)` and `run(experiment, out, overwrite, show_progress) -> (summary, ok)` and one
 line in `ALGORITHMS`.
 """
@@ -23,7 +24,7 @@ __all__ = ["ALGORITHMS", "ConfigError", "load_experiment", "run_experiment"]
 ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo",
               "maml": "trading_jax.runs.maml", "ensemble": "trading_jax.runs.ensemble",
               "ppo_ensemble": "trading_jax.runs.ppo_ensemble", "sentiment": "trading_jax.runs.sentiment",
-              "portfolio": "trading_jax.runs.portfolio"}
+              "portfolio": "trading_jax.runs.portfolio", "backtest": "trading_jax.runs.backtest"}
 
 
 def load_experiment(path: str | Path):

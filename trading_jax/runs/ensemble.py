@@ -253,12 +253,12 @@ def run(experiment: EnsembleExperiment, out_dir: str | Path, overwrite: bool = F
     from trading_jax.evaluation.stats import paired_difference, summarize
     from trading_jax.runs.supervised import check_classes
     from trading_jax.training.config import Dataset
-    from trading_jax.training.dataset import build_datasets, feature_state
+    from trading_jax.training.dataset import GENERATED_SOURCES, build_datasets, feature_state
 
     out = Path(out_dir)
     spec = experiment.data
     with RunFolder(out, overwrite=overwrite) as folder:
-        files = [] if spec.source == "synthetic" else file_fingerprints([spec.source])
+        files = [] if spec.source in GENERATED_SOURCES else file_fingerprints([spec.source])
         splits, info = build_datasets(spec, "classification")
         train, val, test = splits["train"], splits["val"], splits["test"]
         groups = _group_configs(experiment)

@@ -38,7 +38,8 @@ log = get_logger(__name__)
 LOCK = ".lock"
 CONFIG = "config.json"
 FEATURES = "features.json"
-OWNED = ("checkpoints", "tensorboard", "results.json", "results.md", FEATURES, CONFIG, "tokenizer", "model")
+OWNED = ("checkpoints", "tensorboard", "results.json", "results.md", FEATURES, CONFIG, "tokenizer", "model", "cache",
+         "report")
 
 
 def package_version() -> str:

@@ -48,7 +48,7 @@ from trading_jax.runs import schema as S
 from trading_jax.runs.folder import FEATURES, RunFolder, file_fingerprints
 from trading_jax.runs.results import FAILED, cell, write_results
 from trading_jax.training.config import DTYPES, TASKS, TrainConfig
-from trading_jax.training.dataset import DataSpec, Samples, build_datasets, feature_state, label_reach
+from trading_jax.training.dataset import GENERATED_SOURCES, DataSpec, Samples, build_datasets, feature_state, label_reach
 
 __all__ = ["SupervisedExperiment", "OnlineSpec", "MonitorSpec", "load", "load_top",
            "run", "evaluate", "walk_forward_test",
@@ -213,7 +213,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
     if data.train + data.val + data.test > 1.0 + 1e-9:
         raise S.ConfigError(f"{file}: [data] train + val + test = {data.train + data.val + data.test:g}: "
                             "expected at most 1")
-    if data.source != "synthetic" and not S.source_exists(data.source):
+    if data.source not in GENERATED_SOURCES and not S.source_exists(data.source):
         raise S.ConfigError(f"{file}: [data] source = {data.source!r}: no such file or folder (paths are relative "
                             "to the working directory; use \"synthetic\" for the built-in market)")
     top = load_top(raw, file)
@@ -373,7 +373,7 @@ def run(experiment: SupervisedExperiment, out_dir: str | Path, overwrite: bool =
     cfg = experiment.train
     with RunFolder(out, overwrite=overwrite) as folder:
         spec = experiment.data
-        files = [] if spec.source == "synthetic" else file_fingerprints([spec.source])
+        files = [] if spec.source in GENERATED_SOURCES else file_fingerprints([spec.source])
         splits, info = build_datasets(spec, cfg.task)
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (splits[k][:2] for k in ("train", "val", "test"))
         cfg = indicator_columns(experiment.file, cfg, info["features"])

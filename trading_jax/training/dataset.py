@@ -18,8 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DataSpec", "SEED_INDICATORS", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed",
+__all__ = ["DataSpec", "GENERATED_SOURCES", "SEED_INDICATORS", "Samples", "load_panel", "make_labels", "label_reach", "labels_observed",
            "build_datasets", "feature_state", "resolve_indicator_columns"]
+
+GENERATED_SOURCES = ("synthetic", "gbm")
+"""`DataSpec.source` values that name a built-in generated market rather than files."""
 
 SEED_INDICATORS = ("rsi_14", "macd_over_close", "macd_signal_over_close", "bollinger_percent_b", "bollinger_bandwidth")
 """Seed 001's technical indicators (RSI, MACD, MACD signal, Bollinger upper and lower) as `FeaturePipeline`
@@ -48,7 +51,9 @@ class DataSpec:
     """Where the bars come from and how samples are cut from them.
 
     Attributes:
-        source: "synthetic" (the built-in offline market) or OHLCV path(s) as `load_ohlcv` takes them.
+        source: "synthetic" (the built-in offline market), "gbm" (a driftless random walk: the placebo market of
+            `trading_jax.data.panels.gbm_market`, where nothing is predictable) or OHLCV path(s) as `load_ohlcv`
+            takes them.
         symbols: optional subset of symbols to keep.
         repair: repairs passed to `load_ohlcv` (reported in the load report).
         synthetic_bars, synthetic_assets, synthetic_seed: size and seed of the synthetic market.
@@ -82,11 +87,14 @@ class DataSpec:
 
 def load_panel(spec: DataSpec):
     """Filled bars, timestamps, symbols and the observed mask of the experiment's market."""
-    from trading_jax.data.panels import builtin_market, fill_missing_bars
+    from trading_jax.data.panels import builtin_market, fill_missing_bars, gbm_market
 
     if spec.source == "synthetic":
         bars, timestamps, symbols = builtin_market(spec.synthetic_bars, spec.synthetic_assets, spec.synthetic_seed)
         return bars, timestamps, symbols, np.ones(bars.close.shape, bool), "synthetic market"
+    if spec.source == "gbm":
+        bars, timestamps, symbols = gbm_market(spec.synthetic_bars, spec.synthetic_assets, spec.synthetic_seed)
+        return bars, timestamps, symbols, np.ones(bars.close.shape, bool), "GBM random walk (placebo)"
     from trading_jax.data.loading import load_ohlcv
 
     data = load_ohlcv(spec.source, symbols=spec.symbols, repair=spec.repair)
@@ -136,7 +144,7 @@ def labels_observed(observed, reach: int) -> np.ndarray:
     return (missing[np.minimum(t + reach + 1, n)] - missing[t] == 0) & in_range
 
 
-def build_datasets(spec: DataSpec, task: str):
+def build_datasets(spec: DataSpec, task: str, *, split=None, panel=None):
     """Windows and labels of the train, val and test splits, pooled over assets.
 
     Returns:
@@ -144,17 +152,24 @@ def build_datasets(spec: DataSpec, task: str):
         `info` with the feature names, split ranges, embargo, target scale (regression targets are
         divided by it), the normaliser's per-feature "mean" and "std" (fitted on the training rows
         only; lists of floats) and the sample counts.
+
+    Args:
+        spec: the data and sample spec.
+        task: "regression", "classification" or "multitask" (which labels).
+        split: a `trading_jax.data.splits.Split` to use instead of `spec`'s fractions (walk-forward folds).
+        panel: the `load_panel(spec)` result, when the caller already loaded it (one load for many folds).
     """
     from trading_jax.data.splits import chronological_split
     from trading_jax.data.windows import make_supervised_dataset
     from trading_jax.features.pipeline import FeatureConfig, FeaturePipeline
 
-    bars, timestamps, symbols, observed, source = load_panel(spec)
+    bars, timestamps, symbols, observed, source = load_panel(spec) if panel is None else panel
     config = FeatureConfig(hurst_window=None, fourier=None) if spec.fast_features else FeatureConfig()
     pipeline = FeaturePipeline(config)
     raw = pipeline.compute(bars, timestamps)
     embargo = spec.horizon if spec.embargo is None else spec.embargo
-    split = chronological_split(raw.shape[0], spec.train, spec.val, spec.test, embargo=embargo)
+    if split is None:
+        split = chronological_split(raw.shape[0], spec.train, spec.val, spec.test, embargo=embargo)
     valid = pipeline.feature_valid(raw, observed)
     state = pipeline.fit(jnp.where(jnp.asarray(valid)[..., None], raw, jnp.nan), split.train)
     features = np.asarray(pipeline.transform(state, raw), np.float32)

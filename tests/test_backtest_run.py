@@ -1,0 +1,111 @@
+"""`trading-jax backtest`: walk-forward comparisons with costs. On the GBM placebo every predictor comes out at
+chance, and a predictor that reads the future is caught; folds never train on their test bars; interrupted runs
+reuse their cached forecasts; mistakes in the file are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trading_jax.cli import EXIT_DATA_ERRORS, EXIT_OK, EXIT_USAGE, main
+from trading_jax.runs import ConfigError, load_experiment, run_experiment
+from trading_jax.runs import backtest as B
+
+TINY = """
+algorithm = "backtest"
+name = "tiny_placebo"
+seeds = [0, 1]
+[walk_forward]
+folds = 2
+test = 50
+[[datasets]]
+name = "gbm"
+source = "gbm"
+synthetic_bars = 420
+synthetic_assets = 3
+window = 10
+horizon = 1
+placebo = true
+[[models]]
+name = "tcn"
+model = "tcn"
+preset = "tiny"
+epochs = 1
+batch_size = 64
+"""
+
+
+@pytest.fixture(scope="module")
+def placebo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("backtest")
+    path = folder / "tiny.toml"
+    path.write_text(TINY)
+    summary, ok = run_experiment(load_experiment(path), folder / "run", show_progress=False)
+    return folder, path, summary, ok
+
+
+def test_every_predictor_is_at_chance_on_the_placebo_random_walk(placebo):
+    folder, _, summary, ok = placebo
+    assert ok and "placebo at chance" in summary, summary
+    report = json.loads((folder / "run" / "results.json").read_text())["datasets"]["gbm"]
+    assert set(report["rows"]) == {"tcn", "ridge", "momentum", "buy_and_hold"}  # one model: no ensemble row
+    assert set(report["at_chance"]) == {"tcn", "ridge", "momentum"} and all(report["at_chance"].values())
+    n = report["rows"]["ridge"]["n"]
+    for row in ("tcn", "ridge", "momentum"):
+        assert abs(report["rows"][row]["direction_accuracy"]["mean"] - 0.5) < 1.96 * (0.25 / n) ** 0.5
+    assert "ic" not in report["rows"]["buy_and_hold"]  # a constant forecast has no IC: n/a, not a number
+    table = (folder / "run" / "results.md").read_text()
+    assert "| buy_and_hold |" in table and "n/a" in table and "| tcn |" in table
+    for png in ("equity.png", "drawdown.png", "rolling_sharpe.png"):
+        assert (folder / "run" / "report" / "gbm" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_predictor_that_reads_the_future_fails_the_placebo(placebo, monkeypatch):
+    folder, path, _, _ = placebo
+
+    def peeking(close, lookback):  # "momentum" that is really the next bar's return: a leak
+        logc = np.log(close)
+        out = np.full_like(logc, np.nan)
+        out[:-1] = logc[1:] - logc[:-1]
+        return out
+
+    monkeypatch.setattr(B, "momentum_signal", peeking)
+    summary, ok = run_experiment(load_experiment(path), folder / "run", show_progress=False)  # resumes from the cache
+    assert not ok and "LEAK? placebo rows off chance: gbm: momentum" in summary, summary
+    assert "| momentum |" in (folder / "run" / "results.md").read_text()
+    assert "**NO (FAILED: a leak?)**" in (folder / "run" / "results.md").read_text()
+
+
+def test_walk_forward_folds_train_before_their_test_block_with_an_embargo():
+    splits = B.fold_splits(1000, B.WalkForwardSpec(folds=3, test=0.1, val=0.2), horizon=5)
+    assert [(s.test.start, s.test.stop) for s in splits] == [(700, 800), (800, 900), (900, 1000)]
+    for s in splits:
+        assert s.train.start == 0 and s.train.stop + 5 <= s.val.start and s.val.stop + 5 <= s.test.start
+
+
+def test_backtest_file_mistakes_are_one_line_errors(tmp_path, capsys):
+    cases = {
+        TINY.replace("folds = 2", "fold = 2"): r"\[walk_forward\] unknown key 'fold'",
+        TINY.replace('name = "tcn"\n', 'name = "ridge"\n'): r"\[models\[0\]\] needs a unique name",
+        TINY.replace("epochs = 1", 'epochs = 1\ntask = "classification"'): r"a backtest compares return forecasts",
+        TINY.replace('source = "gbm"', 'source = "nowhere.csv"'): r"source = 'nowhere.csv': no such file",
+        TINY.split("[[datasets]]")[0]: r"needs at least one \[\[datasets\]\] table",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_experiment(path)
+    supervised = tmp_path / "supervised.toml"
+    supervised.write_text('name = "s"\n[train]\nmodel = "tcn"\npreset = "tiny"\n')
+    assert main(["backtest", str(supervised)]) in (EXIT_DATA_ERRORS, EXIT_USAGE)
+    err = capsys.readouterr().err
+    assert "`trading-jax backtest` runs algorithm = \"backtest\" files" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_reruns_from_the_cache_and_prints_the_summary(placebo, capsys):
+    folder, path, _, _ = placebo
+    assert main(["backtest", str(path), "--out", str(folder / "run"), "-q"]) == EXIT_OK
+    assert "tiny_placebo: gbm: best model tcn Sharpe" in capsys.readouterr().out

@@ -1,0 +1,506 @@
+"""Walk-forward backtest experiments (`algorithm = "backtest"`; `trading-jax backtest CONFIG`).
+
+Forecasting models and simple rules are compared on the same bars, the same walk-forward folds and the same
+costs. A file has `name`, `seeds`, and:
+
+    [walk_forward]  folds (default 3), test (bars per test block, or a fraction of the bars, default 0.1),
+                    val (fraction of each fold's training bars kept for early stopping and the ridge penalty,
+                    default 0.15), embargo (bars between train, val and test; default the label horizon)
+    [costs]         `trading_jax.evaluation.backtest.BacktestConfig` fields: fee_rate, half_spread, slippage,
+                    fill ("next_open", the default, or "next_close")
+    [strategy]      rule (how forecasts become weights: "sign", "rank", "long_only" or "proportional"; see
+                    `signals_to_weights`), momentum_lookback (bars, default 20), ridge_alphas
+    [[datasets]]    a `DataSpec` (source, symbols, repair, window, horizon, stride, synthetic_* ...) plus name,
+                    period ("daily", "hourly", ... for annualisation), last_bars (keep only the last N bars),
+                    placebo (true for a market where nothing is predictable, e.g. source = "gbm")
+    [[models]]      a `TrainConfig` table (model, preset, task, epochs, ...) plus name
+    ensemble        true: add the mean forecast of the models ("ensemble") per seed (default true)
+    report          true: write `report/DATASET/` plots and tables of seed 0 (default true)
+
+For every dataset and fold, the features are fitted on that fold's training bars only, each model trains on
+them (all seeds in one vmapped population), and every predictor forecasts the fold's test bars:
+
+* the models and their ensemble (the forecast of the `[data] horizon`-bar log return; a multitask model's
+  "price" head);
+* `ridge`: ridge regression on the same inputs (the decision bar's features and the window means), its
+  penalty chosen on the validation bars (gradient-free, deterministic);
+* `momentum`: the log return of the last `momentum_lookback` bars (deterministic);
+* `buy_and_hold`: equal weight in every asset, always long (no forecast: its IC is n/a).
+
+Scores on the pooled test samples of all folds: direction accuracy (sign of the forecast against the sign of
+the realised return; zero returns left out) and IC (Pearson). Each predictor's forecasts at bar t become
+target weights by `[strategy] rule`, filled at bar t+1 with the costs of `[costs]`
+(`trading_jax.evaluation.backtest`), one bar at a time through the test blocks (flat outside them): Sharpe
+(annualised, ddof 1), annual return and max drawdown of the net returns. Models are reported as the mean over
+seeds with a 95% Student-t interval; the deterministic rows are single numbers. A `placebo` dataset must come
+out at chance: its rows say whether the accuracy and IC are inside the 95% sampling band of a coin flip
+(accuracy 0.5 +- 1.96 sqrt(0.25 / n), IC 0 +- 1.96 / sqrt(n)), and the summary line says LEAK? if one is not.
+
+Interrupted runs resume: each (dataset, fold, model) caches its test forecasts in `cache/` of the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from trading_jax.logging import get_logger
+from trading_jax.runs import schema as S
+from trading_jax.runs.folder import RunFolder, file_fingerprints
+from trading_jax.runs.results import FAILED, cell, write_results
+from trading_jax.training.config import TrainConfig
+from trading_jax.training.dataset import DataSpec
+
+__all__ = ["BacktestExperiment", "DatasetSpec", "WalkForwardSpec", "load", "run"]
+
+log = get_logger(__name__)
+
+BASELINES = ("ridge", "momentum", "buy_and_hold")
+CACHE = "cache"
+REPORT = "report"
+
+
+@dataclasses.dataclass(frozen=True)
+class WalkForwardSpec:
+    """Walk-forward folds: `folds` test blocks at the end of the bars, each `test` bars (a fraction when < 1);
+    each fold trains on every bar before its block (expanding), its last `val` fraction kept for validation."""
+
+    folds: int = 3
+    test: float = 0.1
+    val: float = 0.15
+    embargo: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategySpec:
+    """How forecasts become weights, and the rule baselines' settings."""
+
+    rule: str = "sign"
+    momentum_lookback: int = 20
+    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CostSpec:
+    fee_rate: float = 0.0005
+    half_spread: float = 0.0005
+    slippage: float = 0.0
+    fill: str = "next_open"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    data: DataSpec
+    period: str = "daily"
+    last_bars: int | None = None
+    placebo: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BacktestExperiment:
+    name: str
+    seeds: tuple[int, ...]
+    datasets: tuple[DatasetSpec, ...]
+    models: tuple[tuple[str, TrainConfig], ...]
+    walk_forward: WalkForwardSpec
+    costs: CostSpec
+    strategy: StrategySpec
+    ensemble: bool
+    report: bool
+    file: str
+    algorithm: str = "backtest"
+
+
+PERIODS = ("daily", "hourly", "minute", "weekly", "monthly")
+
+
+def load(raw: dict, file) -> BacktestExperiment:
+    """A `BacktestExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
+    from trading_jax.evaluation.backtest import SIGNAL_RULES
+    from trading_jax.runs.supervised import DATA_CHECKS, TRAIN_CHECKS, _check_task_outputs, check_model
+    from trading_jax.training.dataset import GENERATED_SOURCES
+
+    S.check_keys(raw, {"algorithm", "name", "seeds", "walk_forward", "costs", "strategy", "datasets", "models",
+                       "ensemble", "report"}, file, "")
+    for table in ("walk_forward", "costs", "strategy"):
+        if table in raw and not isinstance(raw[table], dict):
+            raise S.ConfigError(f"{file}: {table} must be a table ([{table}])")
+    name = raw.get("name", Path(str(file)).stem)
+    seeds = raw.get("seeds", [0, 1, 2])
+    S.check_seeds(seeds, file)
+    walk = S.build(WalkForwardSpec, raw.get("walk_forward", {}), file, "walk_forward",
+                   {"folds": S.at_least(1), "test": S.positive, "val": S.in_interval(0, 1, low_open=True,
+                                                                                    high_open=True),
+                    "embargo": S.at_least(0)})
+    costs = S.build(CostSpec, raw.get("costs", {}), file, "costs",
+                    {"fee_rate": S.in_interval(0, 1, high_open=True), "half_spread": S.in_interval(0, 1, high_open=True),
+                     "slippage": S.in_interval(0, 1, high_open=True), "fill": S.one_of("next_open", "next_close")})
+    strategy = S.build(StrategySpec, raw.get("strategy", {}), file, "strategy",
+                       {"rule": S.one_of(*SIGNAL_RULES), "momentum_lookback": S.at_least(1)})
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, list) or not datasets or not all(isinstance(d, dict) for d in datasets):
+        raise S.ConfigError(f"{file}: needs at least one [[datasets]] table (source, window, horizon, ...)")
+    specs, names = [], set()
+    for i, table in enumerate(datasets):
+        where = f"datasets[{i}]"
+        table = dict(table)
+        extra = {k: table.pop(k) for k in ("name", "period", "last_bars", "placebo") if k in table}
+        if "name" not in extra or not isinstance(extra["name"], str) or extra["name"] in names:
+            raise S.ConfigError(f"{file}: [{where}] needs a unique name = \"...\"")
+        names.add(extra["name"])
+        data = S.build(DataSpec, table, file, where, DATA_CHECKS)
+        if data.source not in GENERATED_SOURCES and not S.source_exists(data.source):
+            raise S.ConfigError(f"{file}: [{where}] source = {data.source!r}: no such file or folder (paths are "
+                                "relative to the working directory; \"synthetic\" and \"gbm\" are built in)")
+        spec = S.build(DatasetSpec, {**extra, "data": data}, file, where,
+                       {"period": S.one_of(*PERIODS), "last_bars": S.at_least(100)})
+        specs.append(spec)
+    models = raw.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
+        raise S.ConfigError(f"{file}: needs at least one [[models]] table (name, model, preset, task, ...)")
+    built, model_names = [], set(BASELINES) | {"ensemble"}
+    for i, table in enumerate(models):
+        where = f"models[{i}]"
+        table = dict(table)
+        label = table.pop("name", None)
+        if not isinstance(label, str) or label in model_names:
+            raise S.ConfigError(f"{file}: [{where}] needs a unique name = \"...\" (not one of "
+                                f"{', '.join(sorted(model_names))})")
+        model_names.add(label)
+        check_model(table, file, where)
+        table.setdefault("model_kwargs", {})
+        config = S.build(TrainConfig, table, file, where, TRAIN_CHECKS, convert={"model_kwargs": S.kwargs_pairs})
+        if config.task == "classification":
+            raise S.ConfigError(f"{file}: [{where}] task = \"classification\": a backtest compares return "
+                                "forecasts; use \"regression\" or \"multitask\"")
+        for spec in specs:
+            _check_task_outputs(config, spec.data, file)
+        built.append((label, config))
+    for flag in ("ensemble", "report"):
+        if not isinstance(raw.get(flag, True), bool):
+            raise S.ConfigError(f"{file}: {flag} = {raw[flag]!r}: expected true or false")
+    return BacktestExperiment(name=name, seeds=tuple(seeds), datasets=tuple(specs), models=tuple(built),
+                              walk_forward=walk, costs=costs, strategy=strategy, ensemble=raw.get("ensemble", True),
+                              report=raw.get("report", True), file=str(file))
+
+
+# ------------------------------------------------------------------------------------------- folds
+
+
+def fold_splits(n_time: int, walk: WalkForwardSpec, horizon: int):
+    """The `Split`s of the walk-forward folds: train / val / test bar ranges (expanding train)."""
+    from trading_jax.data.splits import IndexRange, Split, walk_forward_folds
+
+    embargo = horizon if walk.embargo is None else walk.embargo
+    test = int(round(walk.test * n_time)) if walk.test < 1 else int(walk.test)
+    folds = walk_forward_folds(n_time, walk.folds, test, embargo=embargo)
+    out = []
+    for fold in folds:
+        n_train = fold.train.stop - fold.train.start
+        n_val = max(int(walk.val * n_train), 1)
+        train = IndexRange(fold.train.start, fold.train.stop - n_val - embargo)
+        if train.stop - train.start < 2:
+            raise ValueError(f"a walk-forward fold has {train.stop - train.start} training bars: use fewer folds or "
+                             "smaller test blocks")
+        out.append(Split(train=train, val=IndexRange(fold.train.stop - n_val, fold.train.stop), test=fold.test))
+    return out
+
+
+def _panel(spec: DatasetSpec):
+    from trading_jax.data.types import Bars
+    from trading_jax.training.dataset import load_panel
+
+    bars, timestamps, symbols, observed, source = load_panel(spec.data)
+    if spec.last_bars is not None and bars.close.shape[0] > spec.last_bars:
+        keep = slice(bars.close.shape[0] - spec.last_bars, None)
+        bars = Bars(*(np.asarray(f)[keep] for f in bars))
+        timestamps = None if timestamps is None else np.asarray(timestamps)[keep]
+        observed = np.asarray(observed)[keep]
+        source = f"{source} (last {spec.last_bars} bars)"
+    return bars, timestamps, symbols, observed, source
+
+
+# -------------------------------------------------------------------------------------- predictors
+
+
+def _forecast(task: str, outputs) -> np.ndarray:
+    head = outputs["prediction"] if task == "regression" else outputs["price"]
+    return np.asarray(head, np.float32).reshape(len(head), -1)[:, 0]
+
+
+def _train_model(config: TrainConfig, splits, seeds, show_progress: bool, desc: str) -> np.ndarray:
+    """`[n_seeds, n_test]` test forecasts of `config` trained on the fold (one vmapped population)."""
+    from trading_jax.loop import fit
+    from trading_jax.training.config import Dataset
+    from trading_jax.training.train import make_trainer
+
+    tree = lambda y: jax.tree.map(jnp.asarray, y)  # noqa: E731
+    data = Dataset(jnp.asarray(splits["train"].x), tree(splits["train"].y), jnp.asarray(splits["val"].x),
+                   tree(splits["val"].y))
+    trainer = make_trainer(config, data)
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    result = fit(trainer.population(len(seeds)), keys, show_progress=show_progress, desc=desc)
+    model = config.build_model()
+    apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
+    x_test = splits["test"].x
+    out = []
+    for i in range(len(seeds)):
+        params = jax.tree.map(lambda a, i=i: a[i], result.best_params)
+        chunks = [apply(params, jnp.asarray(x_test[j:j + 1024])) for j in range(0, len(x_test), 1024)]
+        outputs = jax.tree.map(lambda *c: np.concatenate([np.asarray(v) for v in c]), *chunks)
+        out.append(_forecast(config.task, outputs))
+    return np.stack(out)
+
+
+def _ridge_inputs(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x[:, -1, :], x.mean(axis=1)], axis=1)
+
+
+def ridge_forecast(splits, task: str, alphas) -> tuple[np.ndarray, float]:
+    """Test forecasts of ridge regression on the decision bar's features and the window means, its penalty the
+    one of `alphas` with the lowest validation MSE; `(forecasts [n_test], alpha)`."""
+    from sklearn.linear_model import Ridge
+
+    target = lambda s: np.asarray(s.y if task == "regression" else s.y["price"], np.float64)  # noqa: E731
+    x_tr, x_va, x_te = (_ridge_inputs(splits[k].x) for k in ("train", "val", "test"))
+    best = None
+    for alpha in alphas:
+        model = Ridge(alpha=alpha).fit(x_tr, target(splits["train"]))
+        mse = float(np.mean((model.predict(x_va) - target(splits["val"])) ** 2))
+        if best is None or mse < best[0]:
+            best = (mse, alpha, model)
+    return best[2].predict(x_te).astype(np.float32), float(best[1])
+
+
+def momentum_signal(close: np.ndarray, lookback: int) -> np.ndarray:
+    """`[T, N]` log return of the last `lookback` bars, `log(c_t / c_{t-lookback})` (NaN before `lookback`)."""
+    logc = np.log(np.where(close > 0, close, np.nan))
+    out = np.full_like(logc, np.nan)
+    out[lookback:] = logc[lookback:] - logc[:-lookback]
+    return out
+
+
+# ----------------------------------------------------------------------------------------- scores
+
+
+def _direction_ic(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    ok = np.isfinite(pred) & np.isfinite(target)
+    pred, target = pred[ok], target[ok]
+    moved = target != 0
+    accuracy = float(np.mean(np.sign(pred[moved]) == np.sign(target[moved]))) if moved.any() else float("nan")
+    ic = float(np.corrcoef(pred, target)[0, 1]) if pred.size > 2 and pred.std() > 0 and target.std() > 0 \
+        else float("nan")
+    return {"direction_accuracy": accuracy, "ic": ic, "n": int(moved.sum())}
+
+
+def _strategy(signals: np.ndarray, in_test: np.ndarray, bars, experiment: BacktestExperiment, period: str):
+    """Net returns `[T_test]` of trading `signals [T, N]` (NaN: no forecast) over the test bars, and its metrics."""
+    from trading_jax.evaluation import performance as P
+    from trading_jax.evaluation.backtest import BacktestConfig, backtest, signals_to_weights
+
+    weights = np.asarray(signals_to_weights(jnp.asarray(np.where(np.isfinite(signals), signals, np.nan)),
+                                            experiment.strategy.rule))
+    weights = np.where(in_test[:, None], np.nan_to_num(weights), 0.0)
+    c = experiment.costs
+    config = BacktestConfig(fee_rate=c.fee_rate, half_spread=c.half_spread, slippage=c.slippage, fill=c.fill)
+    result = backtest(bars, jnp.asarray(weights, jnp.float32), config)
+    # the return of bar t comes from the target decided at t-1: score the bars after each decision bar
+    held = np.concatenate([[False], in_test[:-1]])
+    net = np.asarray(result.net_returns, np.float64)[held]
+    return net, {"sharpe": float(P.sharpe_ratio(net, period=period)),
+                 "annual_return": float(P.annual_return(net, period=period)),
+                 "max_drawdown": float(P.max_drawdown(net)),
+                 "turnover": float(np.mean(np.asarray(result.turnover)[held]))}
+
+
+def _grid(values: np.ndarray, t: np.ndarray, asset: np.ndarray, shape) -> np.ndarray:
+    out = np.full(shape, np.nan, np.float64)
+    out[t, asset] = values
+    return out
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def _cache(folder: Path, key: str, compute):
+    path = folder / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return {k: saved[k] for k in saved.files}
+    value = compute()
+    tmp = folder / f"{key}.tmp.npz"
+    np.savez(tmp, **value)
+    tmp.replace(path)
+    return value
+
+
+def _dataset_record(experiment: BacktestExperiment) -> dict:
+    record = dataclasses.asdict(experiment)
+    record.pop("file")
+    return record
+
+
+def run(experiment: BacktestExperiment, out_dir: str | Path, overwrite: bool = False,
+        show_progress: bool = True) -> tuple[str, bool]:
+    """Run every dataset's walk-forward comparison (module docstring); `(summary line, ok)`."""
+    from trading_jax.evaluation.stats import summarize
+    from trading_jax.runs.supervised import indicator_columns
+    from trading_jax.training.dataset import GENERATED_SOURCES, build_datasets
+
+    out = Path(out_dir)
+    seeds = list(experiment.seeds)
+    with RunFolder(out, overwrite=overwrite) as folder:
+        files = [file_fingerprints([d.data.source]) for d in experiment.datasets
+                 if d.data.source not in GENERATED_SOURCES]
+        if folder.claim(_dataset_record(experiment), {"files": files}) == "resume":
+            log.info("%s: resuming the run in %s (cached forecasts are reused)", experiment.name, out)
+        cache = out / CACHE
+        cache.mkdir(exist_ok=True)
+        results = {}
+        for spec in experiment.datasets:
+            start = time.perf_counter()
+            results[spec.name] = _run_dataset(experiment, spec, cache, seeds, show_progress, build_datasets,
+                                              indicator_columns, summarize, out)
+            log.info("%s: %s done in %.0f s", experiment.name, spec.name, time.perf_counter() - start)
+        report = {"experiment": experiment.name, "seeds": seeds, "costs": dataclasses.asdict(experiment.costs),
+                  "walk_forward": dataclasses.asdict(experiment.walk_forward),
+                  "strategy": dataclasses.asdict(experiment.strategy), "datasets": results}
+        write_results(out, report, results_markdown(experiment, results))
+    leaks = [f"{d}: {row}" for d, r in results.items() if r["placebo"] for row, ok in r["at_chance"].items() if not ok]
+    head = []
+    for d, r in results.items():
+        best = max((row for row in r["rows"] if row not in BASELINES and row != "ensemble"),
+                   key=lambda row: r["rows"][row]["sharpe"]["mean"], default=None)
+        if best is not None:
+            head.append(f"{d}: best model {best} Sharpe {cell(r['rows'][best]['sharpe'], 3)}, IC "
+                        f"{cell(r['rows'][best]['ic'], 3)}")
+    verdict = ("placebo at chance" if not leaks else f"LEAK? placebo rows off chance: {'; '.join(leaks)}") \
+        if any(r["placebo"] for r in results.values()) else "no placebo dataset"
+    return (f"{experiment.name}: {'; '.join(head)}; {verdict}; full table in {out / 'results.md'}"), not leaks
+
+
+def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progress, build_datasets,
+                 indicator_columns, summarize, out: Path) -> dict:
+    from trading_jax.evaluation.report import write_report
+
+    panel = _panel(spec)
+    bars, timestamps, symbols, observed, source = panel
+    n_time, n_assets = np.asarray(bars.close).shape
+    splits_of = fold_splits(n_time, experiment.walk_forward, spec.data.horizon)
+    tasks = {"regression"} | {cfg.task for _, cfg in experiment.models}
+    momentum = momentum_signal(np.asarray(bars.close, np.float64), experiment.strategy.momentum_lookback)
+    preds = {name: [] for name, _ in experiment.models}
+    base = {"ridge": [], "momentum": [], "buy_and_hold": []}
+    targets, ts, assets, alphas = [], [], [], []
+    for f, split in enumerate(splits_of):
+        fold = {task: build_datasets(spec.data, task, split=split, panel=panel) for task in tasks}
+        reg, info = fold["regression"]
+        scale = info["target_scale"]
+        test = reg["test"]
+        targets.append(np.asarray(test.y) * scale)
+        ts.append(test.t)
+        assets.append(test.asset)
+        ridge = _cache(cache, f"{spec.name}_fold{f}_ridge",
+                       lambda: dict(zip(("forecast", "alpha"), map(np.asarray, ridge_forecast(
+                           reg, "regression", experiment.strategy.ridge_alphas)))))
+        base["ridge"].append(ridge["forecast"])
+        alphas.append(float(ridge["alpha"]))
+        base["momentum"].append(momentum[test.t, test.asset])
+        base["buy_and_hold"].append(np.ones(len(test.t), np.float32))
+        for name, cfg in experiment.models:
+            splits, minfo = fold[cfg.task]
+            if not np.array_equal(splits["test"].t, test.t) or not np.array_equal(splits["test"].asset, test.asset):
+                raise ValueError(f"{spec.name} fold {f}: model {name}'s test samples differ from the regression "
+                                 "samples (a multitask label reads further ahead): use a horizon >= 2")
+            cfg = indicator_columns(experiment.file, cfg, minfo["features"])
+            seed_key = "_".join(map(str, seeds))
+            forecast = _cache(cache, f"{spec.name}_fold{f}_{name}_seeds{seed_key}",
+                              lambda cfg=cfg, splits=splits, name=name: {"forecast": _train_model(
+                                  cfg, splits, seeds, show_progress, f"{spec.name} fold {f} {name}")})
+            preds[name].append(forecast["forecast"])
+        log.info("%s fold %d/%d: train bars %s, test bars %s, %d test samples", spec.name, f + 1, len(splits_of),
+                 [split.train.start, split.train.stop], [split.test.start, split.test.stop], len(test.t))
+    y, t, a = np.concatenate(targets), np.concatenate(ts), np.concatenate(assets)
+    in_test = np.zeros(n_time, bool)
+    for split in splits_of:
+        in_test[split.test.start:split.test.stop] = True
+    per_model = {name: np.concatenate(p, axis=1) for name, p in preds.items()}  # [seeds, n]
+    if experiment.ensemble and len(per_model) > 1:
+        per_model["ensemble"] = np.mean(np.stack(list(per_model.values())), axis=0)
+    rows, returns = {}, {}
+    for name, forecast in per_model.items():
+        seed_rows = []
+        for i, _ in enumerate(seeds):
+            scores = _direction_ic(forecast[i], y)
+            net, strat = _strategy(_grid(forecast[i], t, a, (n_time, n_assets)), in_test, bars, experiment,
+                                   spec.period)
+            seed_rows.append({**scores, **strat})
+            if i == 0:
+                returns[name] = net
+        rows[name] = {k: summarize([r[k] for r in seed_rows], f"{name} {k}") for k in seed_rows[0] if k != "n"}
+        rows[name]["n"] = seed_rows[0]["n"]
+    for name, p in base.items():
+        forecast = np.concatenate(p)
+        scores = _direction_ic(forecast, y)
+        if name == "buy_and_hold":  # a constant forecast has no IC
+            scores.pop("ic")
+        net, strat = _strategy(_grid(forecast, t, a, (n_time, n_assets)), in_test, bars, experiment, spec.period)
+        returns[name] = net
+        rows[name] = {k: summarize([v], f"{name} {k}") for k, v in {**scores, **strat}.items() if k != "n"}
+        rows[name]["n"] = scores["n"]
+    at_chance = {}
+    if spec.placebo:
+        for name, row in rows.items():
+            if name == "buy_and_hold":
+                continue
+            n = max(row["n"], 1)
+            acc, ic = row["direction_accuracy"]["mean"], row["ic"]["mean"]  # NaN (a failed model) is not at chance
+            at_chance[name] = bool(abs(acc - 0.5) <= 1.96 * math.sqrt(0.25 / n) and abs(ic) <= 1.96 / math.sqrt(n))
+    report_paths = None
+    if experiment.report:
+        times = None if timestamps is None else np.asarray(timestamps)[np.concatenate([[False], in_test[:-1]])]
+        names = list(returns)
+        report = write_report(out / REPORT / spec.name, np.stack([returns[k] for k in names]), names,
+                              period=spec.period, times=times, title=f"{experiment.name}: {spec.name} (seed {seeds[0]})")
+        report_paths = {k: str(v) for k, v in report["paths"].items()}
+    return {"source": source, "symbols": len(symbols), "period": spec.period, "placebo": spec.placebo,
+            "bars": n_time, "folds": [{k: [getattr(s, k).start, getattr(s, k).stop] for k in ("train", "val", "test")}
+                                      for s in splits_of],
+            "test_samples": int(len(y)), "ridge_alphas": alphas, "rows": rows, "at_chance": at_chance,
+            "report": report_paths}
+
+
+def results_markdown(experiment: BacktestExperiment, results: dict) -> str:
+    """The results table of every dataset (rows: predictors; columns: the scores, mean [95% CI] over seeds)."""
+    c = experiment.costs
+    lines = [f"# {experiment.name}", "",
+             f"Walk-forward: {experiment.walk_forward.folds} folds (expanding train, last "
+             f"{experiment.walk_forward.val:g} of it for validation); seeds {list(experiment.seeds)}; costs: fee "
+             f"{c.fee_rate * 1e4:g} bp + half spread {c.half_spread * 1e4:g} bp per trade, filled at the "
+             f"{c.fill.replace('_', ' ')} after the decision; weights by rule \"{experiment.strategy.rule}\".",
+             "Models: mean over seeds [95% Student-t interval]; ridge, momentum and buy-and-hold are deterministic "
+             "(one number). Direction accuracy and IC on the pooled test samples; Sharpe (annualised), annual "
+             "return and max drawdown of the strategy's net returns over the test blocks.", ""]
+    metrics = ("direction_accuracy", "ic", "sharpe", "annual_return", "max_drawdown", "turnover")
+    for name, r in results.items():
+        lines += [f"## {name}{' (placebo)' if r['placebo'] else ''}", "",
+                  f"{r['source']}: {r['symbols']} assets, {r['bars']:,} bars, {r['test_samples']:,} test samples; "
+                  f"test blocks {[f['test'] for f in r['folds']]}; ridge penalty per fold {r['ridge_alphas']}.", "",
+                  "| predictor | " + " | ".join(metrics) + (" | at chance |" if r["placebo"] else ""),
+                  "| --- |" + " --- |" * (len(metrics) + bool(r["placebo"]))]
+        for row, scores in r["rows"].items():
+            cells = [cell(scores[m], 3) if m in scores else "n/a" for m in metrics]
+            if r["placebo"]:
+                verdict = r["at_chance"].get(row)
+                cells.append("n/a" if verdict is None else "yes" if verdict else f"**NO ({FAILED}: a leak?)**")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
