@@ -58,7 +58,8 @@ def test_every_predictor_is_at_chance_on_the_placebo_random_walk(placebo):
     assert "ic" not in report["rows"]["buy_and_hold"]  # a constant forecast has no IC: n/a, not a number
     table = (folder / "run" / "results.md").read_text()
     assert "| buy_and_hold |" in table and "n/a" in table and "| tcn |" in table
-    for png in ("equity.png", "drawdown.png", "rolling_sharpe.png"):
+    for png in ("equity.png", "drawdown.png", "rolling_sharpe.png", "importance_permutation.png",
+                "importance_integrated_gradients.png"):
         assert (folder / "run" / "report" / "gbm" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

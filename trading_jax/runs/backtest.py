@@ -16,6 +16,10 @@ costs. A file has `name`, `seeds`, and:
     [[models]]      a `TrainConfig` table (model, preset, task, epochs, ...) plus name
     ensemble        true: add the mean forecast of the models ("ensemble") per seed (default true)
     report          true: write `report/DATASET/` plots and tables of seed 0 (default true)
+    interpret       the model whose seed-0 network of the last fold the report explains (default the first):
+                    feature importance by permutation (the drop in -MSE when a feature's window column is
+                    shuffled across test samples) and by integrated gradients (mean |IG| per feature), and an
+                    attention heatmap when the model has attention maps (`trading_jax.evaluation.interpret`)
 
 For every dataset and fold, the features are fitted on that fold's training bars only, each model trains on
 them (all seeds in one vmapped population), and every predictor forecasts the fold's test bars:
@@ -114,6 +118,7 @@ class BacktestExperiment:
     strategy: StrategySpec
     ensemble: bool
     report: bool
+    interpret: str | None
     file: str
     algorithm: str = "backtest"
 
@@ -128,7 +133,7 @@ def load(raw: dict, file) -> BacktestExperiment:
     from trading_jax.training.dataset import GENERATED_SOURCES
 
     S.check_keys(raw, {"algorithm", "name", "seeds", "walk_forward", "costs", "strategy", "datasets", "models",
-                       "ensemble", "report"}, file, "")
+                       "ensemble", "report", "interpret"}, file, "")
     for table in ("walk_forward", "costs", "strategy"):
         if table in raw and not isinstance(raw[table], dict):
             raise S.ConfigError(f"{file}: {table} must be a table ([{table}])")
@@ -186,9 +191,13 @@ def load(raw: dict, file) -> BacktestExperiment:
     for flag in ("ensemble", "report"):
         if not isinstance(raw.get(flag, True), bool):
             raise S.ConfigError(f"{file}: {flag} = {raw[flag]!r}: expected true or false")
+    interpret = raw.get("interpret", built[0][0])
+    if interpret not in [label for label, _ in built]:
+        raise S.ConfigError(f"{file}: interpret = {interpret!r}: expected one of the [[models]] names "
+                            f"({', '.join(label for label, _ in built)})")
     return BacktestExperiment(name=name, seeds=tuple(seeds), datasets=tuple(specs), models=tuple(built),
                               walk_forward=walk, costs=costs, strategy=strategy, ensemble=raw.get("ensemble", True),
-                              report=raw.get("report", True), file=str(file))
+                              report=raw.get("report", True), interpret=interpret, file=str(file))
 
 
 # ------------------------------------------------------------------------------------------- folds
@@ -235,8 +244,9 @@ def _forecast(task: str, outputs) -> np.ndarray:
     return np.asarray(head, np.float32).reshape(len(head), -1)[:, 0]
 
 
-def _train_model(config: TrainConfig, splits, seeds, show_progress: bool, desc: str) -> np.ndarray:
-    """`[n_seeds, n_test]` test forecasts of `config` trained on the fold (one vmapped population)."""
+def _train_model(config: TrainConfig, splits, seeds, show_progress: bool, desc: str, explain: bool = False) -> dict:
+    """`{"forecast": [n_seeds, n_test]}` test forecasts of `config` trained on the fold (one vmapped population),
+    with `explain` also the seed-0 network's explanation (`explain_model`)."""
     from trading_jax.loop import fit
     from trading_jax.training.config import Dataset
     from trading_jax.training.train import make_trainer
@@ -256,7 +266,46 @@ def _train_model(config: TrainConfig, splits, seeds, show_progress: bool, desc: 
         chunks = [apply(params, jnp.asarray(x_test[j:j + 1024])) for j in range(0, len(x_test), 1024)]
         outputs = jax.tree.map(lambda *c: np.concatenate([np.asarray(v) for v in c]), *chunks)
         out.append(_forecast(config.task, outputs))
-    return np.stack(out)
+    result_dict = {"forecast": np.stack(out)}
+    if explain:
+        first = jax.tree.map(lambda a: a[0], result.best_params)
+        target = splits["test"].y if config.task == "regression" else splits["test"].y["price"]
+        result_dict.update(explain_model(model, config.task, first, x_test, np.asarray(target, np.float32)))
+    return result_dict
+
+
+EXPLAINED_SAMPLES = 256
+
+
+def explain_model(model, task: str, params, x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """Why a trained network forecasts what it does, on (at most `EXPLAINED_SAMPLES` evenly spaced) test windows.
+
+    Returns `{"ig": [F] mean |integrated gradients| per feature (zero baseline, 32 steps), "permutation_mean",
+    "permutation_std": [F] the drop in -MSE of the (scaled) return forecast when a feature's window column is
+    shuffled across the windows (5 repeats), and "attention": [T, T] the mean attention map (layers, heads and
+    windows) when the model can return one}`.
+    """
+    from trading_jax.evaluation.interpret import feature_importance_ig, permutation_importance
+    from trading_jax.evaluation.report import attention_map
+
+    pick = np.unique(np.linspace(0, len(x) - 1, min(EXPLAINED_SAMPLES, len(x))).astype(int))
+    xs, ys = jnp.asarray(x[pick]), jnp.asarray(y[pick])
+
+    def forecast(xx, p):
+        outputs = model.apply({"params": p}, xx, train=False)
+        head = outputs["prediction"] if task == "regression" else outputs["price"]
+        return head.reshape(xx.shape[0], -1)[:, 0]
+
+    def negative_mse(xx, yy, p):
+        return -jnp.mean((forecast(xx, p) - yy) ** 2)
+
+    ig = feature_importance_ig(forecast, xs, steps=32, args=(params,))
+    mean, std = permutation_importance(negative_mse, xs, ys, jax.random.key(seed), n_repeats=5, args=(params,))
+    out = {"ig": np.asarray(ig), "permutation_mean": np.asarray(mean), "permutation_std": np.asarray(std)}
+    if "return_attention" in {f.name for f in dataclasses.fields(type(model))}:
+        attention = model.clone(return_attention=True).apply({"params": params}, xs[:64], train=False)["attention"]
+        out["attention"] = np.asarray(attention_map(attention))
+    return out
 
 
 def _ridge_inputs(x: np.ndarray) -> np.ndarray:
@@ -398,6 +447,7 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
     tasks = {"regression"} | {cfg.task for _, cfg in experiment.models}
     momentum = momentum_signal(np.asarray(bars.close, np.float64), experiment.strategy.momentum_lookback)
     preds = {name: [] for name, _ in experiment.models}
+    explanation = None
     base = {"ridge": [], "momentum": [], "buy_and_hold": []}
     targets, ts, assets, alphas = [], [], [], []
     for f, split in enumerate(splits_of):
@@ -421,11 +471,13 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
                 raise ValueError(f"{spec.name} fold {f}: model {name}'s test samples differ from the regression "
                                  "samples (a multitask label reads further ahead): use a horizon >= 2")
             cfg = indicator_columns(experiment.file, cfg, minfo["features"])
-            seed_key = "_".join(map(str, seeds))
-            forecast = _cache(cache, f"{spec.name}_fold{f}_{name}_seeds{seed_key}",
-                              lambda cfg=cfg, splits=splits, name=name: {"forecast": _train_model(
-                                  cfg, splits, seeds, show_progress, f"{spec.name} fold {f} {name}")})
-            preds[name].append(forecast["forecast"])
+            explain = experiment.report and name == experiment.interpret and f == len(splits_of) - 1
+            key = f"{spec.name}_fold{f}_{name}_seeds{'_'.join(map(str, seeds))}" + ("_explained" if explain else "")
+            trained = _cache(cache, key, lambda cfg=cfg, splits=splits, name=name, explain=explain: _train_model(
+                cfg, splits, seeds, show_progress, f"{spec.name} fold {f} {name}", explain))
+            preds[name].append(trained["forecast"])
+            if explain:
+                explanation = {"features": list(minfo["features"]), **trained}
         log.info("%s fold %d/%d: train bars %s, test bars %s, %d test samples", spec.name, f + 1, len(splits_of),
                  [split.train.start, split.train.stop], [split.test.start, split.test.stop], len(test.t))
     y, t, a = np.concatenate(targets), np.concatenate(ts), np.concatenate(assets)
@@ -468,8 +520,16 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
     if experiment.report:
         times = None if timestamps is None else np.asarray(timestamps)[np.concatenate([[False], in_test[:-1]])]
         names = list(returns)
+        importance, attention = None, None
+        if explanation is not None:
+            features = explanation["features"]
+            importance = {"permutation": (features, explanation["permutation_mean"], explanation["permutation_std"]),
+                          "integrated_gradients": (features, explanation["ig"])}
+            attention = explanation.get("attention")
         report = write_report(out / REPORT / spec.name, np.stack([returns[k] for k in names]), names,
-                              period=spec.period, times=times, title=f"{experiment.name}: {spec.name} (seed {seeds[0]})")
+                              period=spec.period, times=times, importance=importance, attention=attention,
+                              title=f"{experiment.name}: {spec.name} (seed {seeds[0]}; importance and attention: "
+                                    f"{experiment.interpret}, last fold)")
         report_paths = {k: str(v) for k, v in report["paths"].items()}
     return {"source": source, "symbols": len(symbols), "period": spec.period, "placebo": spec.placebo,
             "bars": n_time, "folds": [{k: [getattr(s, k).start, getattr(s, k).stop] for k in ("train", "val", "test")}
