@@ -301,6 +301,9 @@ def test_bad_inputs_are_one_line_value_errors():
     one_line_value_error(lambda: backtest(bars(-open_, close), weights, COSTS), "prices.open must be > 0")
     one_line_value_error(lambda: backtest(prices, weights, BacktestConfig(impact_coefficient=0.1)), "adv= and sigma=")
     one_line_value_error(lambda: signals_to_weights(weights, rule="top"), "rule")
+    trading = np.random.default_rng(1).uniform(-0.6, 0.6, close.shape).astype(np.float32)
+    one_line_value_error(lambda: backtest(prices, trading, BacktestConfig(fee_rate=1e-3, max_iterations=1)),
+                         "did not converge")
 
 
 # ----------------------------------------------------------------------------------- signals -> weights

@@ -112,8 +112,9 @@ def _is_value(x) -> bool:
 class BacktestConfig:
     """Costs, fills and limits of a backtest: a frozen dataclass and a JAX pytree.
 
-    The numbers are pytree leaves (a new fee rate does not recompile, and a config whose fields are
-    arrays can be `jax.vmap`-ed over); `fill` and `allow_short` are static.
+    The numbers are pytree leaves (a new fee rate does not recompile, and a config built inside a
+    `jax.vmap` from traced numbers sweeps them); `fill`, `allow_short`, `max_iterations` and whether a
+    limit is None are static.
 
     Attributes:
         fee_rate: fee as a fraction of the traded value at the execution price (1e-3 = 10 bp), in [0, 1).
@@ -129,7 +130,8 @@ class BacktestConfig:
         max_position: cap on each `|w_i|`, or None; applied to the targets before filling
             (`risk.apply_position_limits`).
         max_gross: cap on `sum_i |w_i|` (the targets are scaled down to it), or None.
-        max_iterations: most fixed-point sweeps of the cost recurrence (module docstring), >= 1.
+        max_iterations: most fixed-point sweeps of the cost recurrence (module docstring), >= 1;
+            `backtest` refuses a result whose recurrence had not converged by then.
     """
 
     fee_rate: float = 0.0
@@ -322,14 +324,20 @@ def backtest(prices, weights: Array, config: BacktestConfig = BacktestConfig(), 
 
     Raises:
         ValueError: on shapes that do not fit, NaN or infinite weights, prices <= 0 or infinite,
-            negative `adv`/`sigma`, or impact requested without `adv` and `sigma` (value checks run
-            when the inputs are concrete, i.e. outside `jax.jit`/`vmap`).
+            negative `adv`/`sigma`, impact requested without `adv` and `sigma`, or a cost recurrence
+            that did not converge in `max_iterations` sweeps (value checks run when the inputs are
+            concrete, i.e. outside `jax.jit`/`vmap`; inside, `iterations == max_iterations` tells).
     """
     if not isinstance(config, BacktestConfig):
         raise ValueError(f"backtest: config must be a BacktestConfig; got {type(config).__name__}")
     fill_price, close = _prices(prices, config.fill)
     _check_inputs(fill_price, close, weights, adv, sigma, config)
-    return _backtest(fill_price, close, weights, config, adv, sigma)
+    result = _backtest(fill_price, close, weights, config, adv, sigma)
+    if _is_concrete(result.iterations) and int(jnp.max(result.iterations)) >= config.max_iterations:
+        raise ValueError(f"backtest: the cost recurrence did not converge in max_iterations={config.max_iterations} "
+                         f"sweeps (costs times gross exposure near 1 or more); raise max_iterations, or lower the "
+                         f"leverage or the cost rates")
+    return result
 
 
 def _shift(x, fill_value):
