@@ -119,11 +119,11 @@ def project(v, upper):
     Returns:
         `[..., K]` weights.
     """
-    return project_capped_simplex(v, upper)
+    return project_capped_simplex(v, upper, unroll=False)
 
 
 def _project_fwd(v, upper):
-    w = project_capped_simplex(v, upper)
+    w = project_capped_simplex(v, upper, unroll=False)  # a rolled loop: the network compiles several times faster
     return w, (w, upper)
 
 
