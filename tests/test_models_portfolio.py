@@ -104,8 +104,8 @@ def test_the_projections_hand_written_gradient_matches_finite_differences():
 def test_one_date_without_a_batch_axis_gives_one_weight_per_asset(params):
     x = jax.random.normal(jax.random.key(3), (B, N, F))
     assert jax.eval_shape(lambda p, x: MODEL.apply(p, x), params, x[0]).shape == (N,)
-    np.testing.assert_allclose(MODEL.apply(params, x[0], method="scores"), MODEL.apply(params, x, method="scores")[0],
-                               atol=1e-6)
+    scores = jax.jit(lambda p, x: MODEL.apply(p, x, method="scores"))
+    np.testing.assert_allclose(scores(params, x[0]), scores(params, x)[0], atol=1e-6)
 
 
 def test_bad_inputs_raise_one_line_value_errors(params):
@@ -281,3 +281,14 @@ def test_the_runs_weight_check_catches_the_seeds_broken_cap_and_the_baselines_ke
         check_weights(baseline_weights(name, cov, mask, 0.3), mask, 0.3, name)
     np.testing.assert_allclose(baseline_weights("inverse_volatility", cov, mask, 0.3)[0], [0.3, 0.7 / 3, 0.7 / 3, 0.7 / 3],
                                rtol=1e-5)
+
+
+def test_the_results_say_plainly_whether_the_network_beats_equal_weight():
+    from trading_jax.runs.portfolio import verdict
+
+    above, around, below = ({"mean": m, "ci95_low": m - 0.1, "ci95_high": m + 0.1, "n": 5, "nonfinite": 0}
+                            for m in (0.5, 0.0, -0.5))
+    assert "beats equal weight" in verdict(above, above) and "no evidence" not in verdict(above, above)
+    assert "no evidence that the network beats equal weight" in verdict(above, around)  # the market's noise decides
+    assert "no evidence" in verdict(around, above)
+    assert "does worse" in verdict(below, below)

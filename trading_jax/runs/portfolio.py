@@ -408,6 +408,9 @@ def run(experiment: PortfolioExperiment, out_dir: str | Path, overwrite: bool = 
             log.info("%s seed %d: test Sharpe %.3g (untrained %.3g), best epoch %d", experiment.name, seed,
                      entry["network"]["sharpe_ratio"], entry["network_untrained"]["sharpe_ratio"], entry["best_epoch"])
         baselines = {name: scores[(name, None)] for name in ev.baselines}
+        mean_weight = np.mean([portfolios[("network", seed)].mean(0) for seed in seeds], axis=0)
+        info["network_largest_mean_weights"] = {info["symbols"][j]: round(float(mean_weight[j]), 4)
+                                                for j in np.argsort(-mean_weight)[:5]}
         n = len(seeds)
         summary = {name: {m: summarize([r[m] for r in rows[name]], f"{name} {m}") for m in METRICS}
                    for name in ("network", "network_untrained")}
@@ -466,8 +469,25 @@ def results_table(experiment, info, cap, summary, diffs, daily_stats, failures) 
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, metrics in diffs.items():
             lines.append(f"| {name} - equal_weight | " + " | ".join(cell(metrics[m]) for m in METRICS) + " |")
+    if "network_largest_mean_weights" in info:
+        largest = ", ".join(f"{k} {v:.3g}" for k, v in info["network_largest_mean_weights"].items())
+        lines += ["", f"The network's largest mean weights over the test dates (mean over seeds): {largest}."]
     if daily_stats is not None:
         lines += ["", f"Mean daily net-return difference, network (mean of the seeds' portfolios) minus equal weight, "
                   f"annualised (x 252), with a 95% t-interval over the {daily_stats['n']} test days (the market's "
                   f"noise, which the seed interval leaves out): {cell(daily_stats)}."]
+        lines += ["", verdict(diffs["network"]["sharpe_ratio"], daily_stats)]
     return "\n".join(lines) + "\n"
+
+
+def verdict(sharpe_difference: dict, daily_difference: dict) -> str:
+    """One plain sentence: does the network beat equal weight on the test dates (both intervals above 0)?"""
+    if sharpe_difference["ci95_low"] > 0 and daily_difference["ci95_low"] > 0:
+        return ("**Finding:** the network beats equal weight on these test dates: the Sharpe difference over seeds and "
+                "the daily return difference over test days both have 95% intervals above 0.")
+    if sharpe_difference["ci95_high"] < 0 and daily_difference["ci95_high"] < 0:
+        return ("**Finding:** the network does worse than equal weight on these test dates: both 95% intervals are "
+                "below 0.")
+    return ("**Finding:** no evidence that the network beats equal weight: the Sharpe difference over seeds is "
+            f"{cell(sharpe_difference)} and the annualised daily return difference over test days "
+            f"{cell(daily_difference)}; an interval that includes 0 (or lies below it) is no edge.")
