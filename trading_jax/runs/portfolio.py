@@ -36,8 +36,8 @@ The run
 
 Baselines on the same dates and costs: equal weight over the listed assets (rebalanced daily), inverse volatility
 (`w_i ~ 1 / sigma_i` from the trailing covariance, projected onto the capped simplex), rolling minimum volatility
-(`trading_jax.portfolio.mean_variance.min_volatility` of the trailing covariance under the same cap; only where
-that module exists), and the untrained network (each seed's initial params: what training adds). The table gives
+(`trading_jax.portfolio.mean_variance.min_volatility` of each date's trailing covariance under the same cap), and the
+untrained network (each seed's initial params: what training adds). The table gives
 the mean over seeds with a 95% Student-t interval over seeds, and the paired difference network minus equal weight
 over seeds. The seeds vary the network's initialisation and minibatch order only: the test period is ONE market
 path, so the run also gives the mean daily net-return difference (network, averaged over seeds, minus equal
@@ -47,7 +47,6 @@ weight) with its t-interval over test days, which carries the market's noise.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import time
 from pathlib import Path
 
@@ -93,7 +92,7 @@ class PortfolioEvaluationSpec:
     """The `[evaluation]` table (module docstring)."""
 
     cost: float = 0.001
-    baselines: tuple[str, ...] = ("equal_weight", "inverse_volatility")
+    baselines: tuple[str, ...] = ("equal_weight", "inverse_volatility", "min_volatility")
     period: str = "daily"
 
 
@@ -170,9 +169,6 @@ def load(raw: dict, file) -> PortfolioExperiment:
     unknown = [b for b in evaluation.baselines if b not in BASELINES]
     if unknown:
         raise S.ConfigError(f"{file}: [evaluation] baselines: unknown {unknown}; expected any of {', '.join(BASELINES)}")
-    if "min_volatility" in evaluation.baselines and importlib.util.find_spec("trading_jax.portfolio.mean_variance") is None:
-        raise S.ConfigError(f"{file}: [evaluation] baselines: \"min_volatility\" needs trading_jax.portfolio.mean_variance, "
-                            "which this version lacks; remove it")
     top = {k: raw[k] for k in ("name", "seeds", "every_epochs") if k in raw}
     top.setdefault("name", Path(str(file)).stem)
     top = S.build(_Top, top, file, "", {"every_epochs": S.at_least(1)})
