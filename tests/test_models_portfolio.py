@@ -71,6 +71,8 @@ def test_the_network_never_breaks_its_cap_on_random_and_adversarial_inputs_with_
                 listed_rows = mask.any(-1)
                 np.testing.assert_allclose(w[listed_rows].sum(-1), 1.0, atol=1e-5)
                 assert (w[~listed_rows] == 0).all(), "a date with no listed asset is all cash"
+                if what == "huge" and masked == "all listed" and cap < 0.5:
+                    assert (np.abs(w - cap) < 1e-6).any(), "extreme scores: the cap binds (and holds)"
                 if masked == "random" and cap < 0.5:  # two listed assets: equal weight; one: all in it
                     np.testing.assert_allclose(w[2, [1, 5]], [0.5, 0.5], atol=1e-6)
                     np.testing.assert_allclose(w[3, 4], 1.0, atol=1e-6)
