@@ -163,8 +163,8 @@ def capped_weights(scores, cap, mask=None, temperature: float = 1.0):
     cap = jnp.asarray(cap, jnp.float32)
     cap = cap[..., None] if cap.ndim else cap
     # where cap * n_listed <= 1 the capped simplex is the single point 1 / n_listed (or empty): return that point
-    # directly. The projection's bisection has no interior to work in there, and fused into a larger jitted program
-    # it was seen to return weights summing to 0.87 for four listed assets and a cap of 1/4.
+    # directly, since the projection's bisection has no interior to work in there (before projections' fix of the
+    # exact step, fused into a larger jitted program, it returned weights summing to 0.87 for 4 assets and cap 1/4)
     tight = cap * n_listed <= 1.0 + 1e-6
     equal = jnp.where(listed, 1.0 / jnp.maximum(n_listed, 1.0), 0.0)
     upper = jnp.where(listed, jnp.where(tight, 1.0, cap), 0.0)
