@@ -1,4 +1,4 @@
-"""Evaluation: forecast-quality metrics, empyrical-style performance and risk metrics (backtests, walk-forward and reports to come).
+"""Evaluation: forecast-quality metrics, empyrical-style performance and risk metrics, the vectorised backtester, reports and plots, and model interpretability.
 
 Names are imported lazily, so `import trading_jax.evaluation` stays cheap.
 """

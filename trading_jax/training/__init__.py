@@ -1,4 +1,4 @@
-"""Supervised training: `make_train(config, data) -> train(key)`, `make_trainer` / `fit` (checkpointed, resumable), losses, augmentation, curriculum, pre-training.
+"""Supervised training: `make_train(config, data) -> train(key)`, `make_trainer` / `fit` (checkpointed, resumable), losses, augmentation, curriculum, pre-training; the portfolio network's training (`training.portfolio`).
 
 Names are imported lazily, so `import trading_jax.training` does not pull in JAX, Flax or optax until used.
 """
@@ -23,6 +23,8 @@ _EXPORTS = {
     # self-supervised pre-training
     "make_pretrain": "pretrain", "PretrainResult": "pretrain", "random_time_mask": "pretrain",
     "masked_mse": "pretrain",
+    # the portfolio network's multi-objective training (its make_train / make_trainer: trading_jax.training.portfolio)
+    "multi_objective_loss": "portfolio", "PortfolioTrainConfig": "portfolio", "PortfolioData": "portfolio",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
