@@ -126,6 +126,12 @@ class BacktestExperiment:
 PERIODS = ("daily", "hourly", "minute", "weekly", "monthly")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Top:
+    name: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
 def load(raw: dict, file) -> BacktestExperiment:
     """A `BacktestExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
     from trading_jax.evaluation.backtest import SIGNAL_RULES
@@ -137,8 +143,9 @@ def load(raw: dict, file) -> BacktestExperiment:
     for table in ("walk_forward", "costs", "strategy"):
         if table in raw and not isinstance(raw[table], dict):
             raise S.ConfigError(f"{file}: {table} must be a table ([{table}])")
-    name = raw.get("name", Path(str(file)).stem)
-    seeds = raw.get("seeds", [0, 1, 2])
+    top = S.build(_Top, {"name": Path(str(file)).stem, **{k: raw[k] for k in ("name", "seeds") if k in raw}},
+                  file, "")
+    name, seeds = top.name, list(top.seeds)
     S.check_seeds(seeds, file)
     walk = S.build(WalkForwardSpec, raw.get("walk_forward", {}), file, "walk_forward",
                    {"folds": S.at_least(1), "test": S.positive, "val": S.in_interval(0, 1, low_open=True,
@@ -443,7 +450,11 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
     panel = _panel(spec)
     bars, timestamps, symbols, observed, source = panel
     n_time, n_assets = np.asarray(bars.close).shape
-    splits_of = fold_splits(n_time, experiment.walk_forward, spec.data.horizon)
+    try:
+        splits_of = fold_splits(n_time, experiment.walk_forward, spec.data.horizon)
+    except ValueError as error:
+        raise S.ConfigError(f"{experiment.file}: [walk_forward] does not fit dataset {spec.name!r} ({n_time} bars): "
+                            f"{error}") from None
     tasks = {"regression"} | {cfg.task for _, cfg in experiment.models}
     momentum = momentum_signal(np.asarray(bars.close, np.float64), experiment.strategy.momentum_lookback)
     preds = {name: [] for name, _ in experiment.models}
