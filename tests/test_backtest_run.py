@@ -52,9 +52,12 @@ def test_every_predictor_is_at_chance_on_the_placebo_random_walk(placebo):
     report = json.loads((folder / "run" / "results.json").read_text())["datasets"]["gbm"]
     assert set(report["rows"]) == {"tcn", "ridge", "momentum", "buy_and_hold"}  # one model: no ensemble row
     assert set(report["at_chance"]) == {"tcn", "ridge", "momentum"} and all(report["at_chance"].values())
-    n = report["rows"]["ridge"]["n"]
     for row in ("tcn", "ridge", "momentum"):
-        assert abs(report["rows"][row]["direction_accuracy"]["mean"] - 0.5) < 1.96 * (0.25 / n) ** 0.5
+        band = report["chance_bands"][row]  # Newey-West, Bonferroni over the 3 rows x 2 checks: wider than binomial
+        n = report["rows"][row]["n"]
+        assert 1.96 * (0.25 / n) ** 0.5 < band["accuracy_half_width"] < 0.15
+        assert abs(report["rows"][row]["direction_accuracy"]["mean"] - band["accuracy_null"]) <= band[
+            "accuracy_half_width"]
     assert "ic" not in report["rows"]["buy_and_hold"]  # a constant forecast has no IC: n/a, not a number
     table = (folder / "run" / "results.md").read_text()
     assert "| buy_and_hold |" in table and "n/a" in table and "| tcn |" in table

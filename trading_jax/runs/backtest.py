@@ -37,8 +37,11 @@ target weights by `[strategy] rule`, filled at bar t+1 with the costs of `[costs
 (`trading_jax.evaluation.backtest`), one bar at a time through the test blocks (flat outside them): Sharpe
 (annualised, ddof 1), annual return and max drawdown of the net returns. Models are reported as the mean over
 seeds with a 95% Student-t interval; the deterministic rows are single numbers. A `placebo` dataset must come
-out at chance: its rows say whether the accuracy and IC are inside the 95% sampling band of a coin flip
-(accuracy 0.5 +- 1.96 sqrt(0.25 / n), IC 0 +- 1.96 / sqrt(n)), and the summary line says LEAK? if one is not.
+out at chance: its rows say whether the accuracy and IC are inside the 95% band of a forecast unrelated to the
+target (`chance_band`: the hit rate the marginals give, with Newey-West standard errors, because overlapping
+windows and labels make runs of hits; Bonferroni-corrected so that all the rows' accuracy and IC checks together
+hold at 95%), and the summary line says LEAK? (and the command fails) if one is not.
+Each table also states the sampling half-width of a Sharpe ratio over its test bars, which seeds do not show.
 
 Interrupted runs resume: each (dataset, fold, model) caches its test forecasts in `cache/` of the run folder.
 """
@@ -87,7 +90,7 @@ class StrategySpec:
 
     rule: str = "sign"
     momentum_lookback: int = 20
-    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,6 +349,55 @@ def momentum_signal(close: np.ndarray, lookback: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- scores
 
 
+def _long_run_variance(x: np.ndarray, lag: int) -> float:
+    """Newey-West (Bartlett kernel) long-run variance of a series: `g_0 + 2 sum_{k=1}^{L} (1 - k/(L+1)) g_k`,
+    `g_k` the lag-k autocovariance (`sum_t x_t x_{t+k} / n` of the centred series); at least `g_0 / n`-sized."""
+    x = np.asarray(x, np.float64) - np.mean(x)
+    n = x.size
+    total = float(x @ x) / n
+    for k in range(1, min(lag, n - 1) + 1):
+        total += 2.0 * (1.0 - k / (lag + 1.0)) * float(x[:-k] @ x[k:]) / n
+    return max(total, 0.0)
+
+
+def chance_band(pred: np.ndarray, target: np.ndarray, t: np.ndarray, asset: np.ndarray, lag: int,
+                z: float = 1.96) -> dict[str, float]:
+    """What a forecast unrelated to the target scores, and the half-widths (`z` standard errors) around it.
+
+    Samples of one asset are consecutive bars whose windows and labels overlap, so they are not independent:
+    a persistent forecast (a 20-bar momentum) and a 2-bar label make runs of hits. The standard error of the
+    pooled hit rate and IC is therefore the Newey-West (HAC) one, per asset in time order with `lag` bars
+    (the overlap: window or lookback plus horizon), assets taken as independent (true of the GBM placebo):
+
+        hit rate under independence  p0 = P(f > 0) P(y > 0) + P(f <= 0) P(y < 0)   (marginals of the samples)
+        se(hit rate) = sqrt(sum_a n_a LRV_a(h - p0)) / n,   se(IC) = sqrt(sum_a n_a LRV_a(z_f z_y)) / n
+
+    with `z` the pooled standardised forecast and target. A binomial band `sqrt(0.25 / n)` is several times too
+    narrow here and flags noise as a leak.
+
+    Returns:
+        `{"accuracy_null", "accuracy_half_width", "ic_half_width"}` (`z` standard errors).
+    """
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    ok = np.isfinite(pred) & np.isfinite(target) & (target != 0)
+    pred, target, t, asset = pred[ok], target[ok], np.asarray(t)[ok], np.asarray(asset)[ok]
+    n = max(pred.size, 1)
+    up_f, up_y = float(np.mean(pred > 0)), float(np.mean(target > 0))
+    p0 = up_f * up_y + (1 - up_f) * (1 - up_y)
+    hits = (np.sign(pred) == np.sign(target)).astype(np.float64) - p0
+    zf = (pred - pred.mean()) / (pred.std() or 1.0)
+    zy = (target - target.mean()) / (target.std() or 1.0)
+    var_hit = var_ic = 0.0
+    for a in np.unique(asset):
+        order = np.argsort(t[asset == a], kind="stable")
+        h = hits[asset == a][order]
+        u = (zf * zy)[asset == a][order]
+        var_hit += h.size * _long_run_variance(h, lag)
+        var_ic += u.size * _long_run_variance(u, lag)
+    return {"accuracy_null": p0, "accuracy_half_width": z * math.sqrt(var_hit) / n,
+            "ic_half_width": z * math.sqrt(var_ic) / n}
+
+
 def _direction_ic(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     ok = np.isfinite(pred) & np.isfinite(target)
@@ -375,6 +427,12 @@ def _strategy(signals: np.ndarray, in_test: np.ndarray, bars, experiment: Backte
                  "annual_return": float(P.annual_return(net, period=period)),
                  "max_drawdown": float(P.max_drawdown(net)),
                  "turnover": float(np.mean(np.asarray(result.turnover)[held]))}
+
+
+def _periods_per_year(period: str) -> float:
+    from trading_jax.evaluation.performance import annualization_factor
+
+    return float(annualization_factor(period))
 
 
 def _grid(values: np.ndarray, t: np.ndarray, asset: np.ndarray, shape) -> np.ndarray:
@@ -498,8 +556,9 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
     per_model = {name: np.concatenate(p, axis=1) for name, p in preds.items()}  # [seeds, n]
     if experiment.ensemble and len(per_model) > 1:
         per_model["ensemble"] = np.mean(np.stack(list(per_model.values())), axis=0)
-    rows, returns = {}, {}
+    rows, returns, first = {}, {}, {}
     for name, forecast in per_model.items():
+        first[name] = forecast[0]
         seed_rows = []
         for i, _ in enumerate(seeds):
             scores = _direction_ic(forecast[i], y)
@@ -512,6 +571,7 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
         rows[name]["n"] = seed_rows[0]["n"]
     for name, p in base.items():
         forecast = np.concatenate(p)
+        first[name] = forecast
         scores = _direction_ic(forecast, y)
         if name == "buy_and_hold":  # a constant forecast has no IC
             scores.pop("ic")
@@ -519,14 +579,20 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
         returns[name] = net
         rows[name] = {k: summarize([v], f"{name} {k}") for k, v in {**scores, **strat}.items() if k != "n"}
         rows[name]["n"] = scores["n"]
-    at_chance = {}
+    at_chance, bands = {}, {}
     if spec.placebo:
-        for name, row in rows.items():
-            if name == "buy_and_hold":
-                continue
-            n = max(row["n"], 1)
+        from scipy.stats import norm
+
+        lag = max(spec.data.window, experiment.strategy.momentum_lookback) + spec.data.horizon
+        checked = [name for name in rows if name != "buy_and_hold"]
+        z = float(norm.ppf(1 - 0.025 / (2 * len(checked))))  # Bonferroni: 95% for all accuracy and IC checks together
+        for name in checked:
+            row = rows[name]
+            band = bands[name] = chance_band(first[name], y, t, a, lag, z)  # seed 0's samples (the seed mean varies less)
             acc, ic = row["direction_accuracy"]["mean"], row["ic"]["mean"]  # NaN (a failed model) is not at chance
-            at_chance[name] = bool(abs(acc - 0.5) <= 1.96 * math.sqrt(0.25 / n) and abs(ic) <= 1.96 / math.sqrt(n))
+            at_chance[name] = bool(abs(acc - band["accuracy_null"]) <= band["accuracy_half_width"]
+                                   and abs(ic) <= band["ic_half_width"])
+    sharpe_half_width = 1.96 * math.sqrt(_periods_per_year(spec.period) / max(int(in_test.sum()) - 1, 1))
     report_paths = None
     if experiment.report:
         times = None if timestamps is None else np.asarray(timestamps)[np.concatenate([[False], in_test[:-1]])]
@@ -546,6 +612,7 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
             "bars": n_time, "folds": [{k: [getattr(s, k).start, getattr(s, k).stop] for k in ("train", "val", "test")}
                                       for s in splits_of],
             "test_samples": int(len(y)), "ridge_alphas": alphas, "rows": rows, "at_chance": at_chance,
+            "chance_bands": bands, "sharpe_sampling_half_width": sharpe_half_width, "test_bars": int(in_test.sum()),
             "report": report_paths}
 
 
@@ -564,14 +631,20 @@ def results_markdown(experiment: BacktestExperiment, results: dict) -> str:
     for name, r in results.items():
         lines += [f"## {name}{' (placebo)' if r['placebo'] else ''}", "",
                   f"{r['source']}: {r['symbols']} assets, {r['bars']:,} bars, {r['test_samples']:,} test samples; "
-                  f"test blocks {[f['test'] for f in r['folds']]}; ridge penalty per fold {r['ridge_alphas']}.", "",
-                  "| predictor | " + " | ".join(metrics) + (" | at chance |" if r["placebo"] else ""),
+                  f"test blocks {[f['test'] for f in r['folds']]}; ridge penalty per fold {r['ridge_alphas']}. "
+                  f"Over {r['test_bars']:,} test bars a Sharpe ratio has a sampling 95% half-width of about "
+                  f"+-{r['sharpe_sampling_half_width']:.2f} (1.96 sqrt(periods per year / bars)), which the seed "
+                  "intervals leave out.", "",
+                  "| predictor | " + " | ".join(metrics) + (" | at chance |" if r["placebo"] else " |"),
                   "| --- |" + " --- |" * (len(metrics) + bool(r["placebo"]))]
         for row, scores in r["rows"].items():
             cells = [cell(scores[m], 3) if m in scores else "n/a" for m in metrics]
             if r["placebo"]:
-                verdict = r["at_chance"].get(row)
-                cells.append("n/a" if verdict is None else "yes" if verdict else f"**NO ({FAILED}: a leak?)**")
+                verdict, band = r["at_chance"].get(row), r["chance_bands"].get(row)
+                cells.append("n/a" if verdict is None else
+                             f"{'yes' if verdict else f'**NO ({FAILED}: a leak?)**'} (accuracy "
+                             f"{band['accuracy_null']:.3f} +- {band['accuracy_half_width']:.3f}, IC 0 +- "
+                             f"{band['ic_half_width']:.3f})")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
