@@ -16,6 +16,8 @@ costs. A file has `name`, `seeds`, and:
     [[models]]      a `TrainConfig` table (model, preset, task, epochs, ...) plus name
     ensemble        true: add the mean forecast of the models ("ensemble") per seed (default true)
     report          true: write `report/DATASET/` plots and tables of seed 0 (default true)
+    [claims]        figures to test (e.g. the design documents' direction_accuracy = 0.68, sharpe = 2.4): the table
+                    ends with each claim against the best model and the best baseline of every real dataset
     interpret       the model whose seed-0 network of the last fold the report explains (default the first):
                     feature importance by permutation (the drop in -MSE when a feature's window column is
                     shuffled across test samples) and by integrated gradients (mean |IG| per feature), and an
@@ -69,6 +71,7 @@ __all__ = ["BacktestExperiment", "DatasetSpec", "WalkForwardSpec", "load", "run"
 log = get_logger(__name__)
 
 BASELINES = ("ridge", "momentum", "buy_and_hold")
+CLAIMED = ("direction_accuracy", "ic", "sharpe", "annual_return", "max_drawdown")
 CACHE = "cache"
 REPORT = "report"
 
@@ -122,6 +125,7 @@ class BacktestExperiment:
     ensemble: bool
     report: bool
     interpret: str | None
+    claims: tuple[tuple[str, float], ...]
     file: str
     algorithm: str = "backtest"
 
@@ -142,7 +146,7 @@ def load(raw: dict, file) -> BacktestExperiment:
     from trading_jax.training.dataset import GENERATED_SOURCES
 
     S.check_keys(raw, {"algorithm", "name", "seeds", "walk_forward", "costs", "strategy", "datasets", "models",
-                       "ensemble", "report", "interpret"}, file, "")
+                       "ensemble", "report", "interpret", "claims"}, file, "")
     for table in ("walk_forward", "costs", "strategy"):
         if table in raw and not isinstance(raw[table], dict):
             raise S.ConfigError(f"{file}: {table} must be a table ([{table}])")
@@ -205,9 +209,17 @@ def load(raw: dict, file) -> BacktestExperiment:
     if interpret not in [label for label, _ in built]:
         raise S.ConfigError(f"{file}: interpret = {interpret!r}: expected one of the [[models]] names "
                             f"({', '.join(label for label, _ in built)})")
+    claims = raw.get("claims", {})
+    if not isinstance(claims, dict):
+        raise S.ConfigError(f"{file}: claims must be a table ([claims])")
+    S.check_keys(claims, CLAIMED, file, "claims")
+    for key, value in claims.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise S.ConfigError(f"{file}: [claims] {key} = {value!r}: expected a finite number")
     return BacktestExperiment(name=name, seeds=tuple(seeds), datasets=tuple(specs), models=tuple(built),
                               walk_forward=walk, costs=costs, strategy=strategy, ensemble=raw.get("ensemble", True),
-                              report=raw.get("report", True), interpret=interpret, file=str(file))
+                              report=raw.get("report", True), interpret=interpret,
+                              claims=tuple((k, float(v)) for k, v in claims.items()), file=str(file))
 
 
 # ------------------------------------------------------------------------------------------- folds
@@ -605,8 +617,7 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
             attention = explanation.get("attention")
         report = write_report(out / REPORT / spec.name, np.stack([returns[k] for k in names]), names,
                               period=spec.period, times=times, importance=importance, attention=attention,
-                              title=f"{experiment.name}: {spec.name} (seed {seeds[0]}; importance and attention: "
-                                    f"{experiment.interpret}, last fold)")
+                              title=f"{spec.name}, seed {seeds[0]} ({experiment.interpret}: last fold)")
         report_paths = {k: str(v) for k, v in report["paths"].items()}
     return {"source": source, "symbols": len(symbols), "period": spec.period, "placebo": spec.placebo,
             "bars": n_time, "folds": [{k: [getattr(s, k).start, getattr(s, k).stop] for k in ("train", "val", "test")}
@@ -647,4 +658,30 @@ def results_markdown(experiment: BacktestExperiment, results: dict) -> str:
                              f"{band['ic_half_width']:.3f})")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + claims_section(experiment, results)) + "\n"
+
+
+def claims_section(experiment: BacktestExperiment, results: dict) -> list[str]:
+    """Markdown lines: each `[claims]` figure against the best model (by its mean over seeds) and the best
+    baseline of every non-placebo dataset, and whether the model's seed interval reaches the claim."""
+    if not experiment.claims:
+        return []
+    lines = ["## The claims", "",
+             "| claim | dataset | best model [95% CI over seeds] | best baseline | model interval reaches the claim |",
+             "| --- | --- | --- | --- | --- |"]
+    for metric, claimed in experiment.claims:
+        for name, r in results.items():
+            if r["placebo"]:
+                continue
+            rows = r["rows"]
+            models = [k for k in rows if k not in BASELINES and metric in rows[k]]
+            baselines = [k for k in BASELINES if metric in rows.get(k, {})]
+            if not models:
+                continue
+            best = max(models, key=lambda k: rows[k][metric]["mean"])
+            base = max(baselines, key=lambda k: rows[k][metric]["mean"]) if baselines else None
+            high = rows[best][metric].get("ci95_high", float("nan"))
+            reached = "yes" if math.isfinite(high) and high >= claimed else "no"
+            lines.append(f"| {metric} {claimed:g} | {name} | {best}: {cell(rows[best][metric], 3)} | "
+                         + (f"{base}: {cell(rows[base][metric], 3)}" if base else "n/a") + f" | {reached} |")
+    return lines + [""]
