@@ -113,3 +113,24 @@ def test_the_cli_reruns_from_the_cache_and_prints_the_summary(placebo, capsys):
     folder, path, _, _ = placebo
     assert main(["backtest", str(path), "--out", str(folder / "run"), "-q"]) == EXIT_OK
     assert "tiny_placebo: gbm: best model tcn Sharpe" in capsys.readouterr().out
+
+
+def test_the_claims_section_compares_each_claim_with_the_best_model_and_baseline(tmp_path):
+    path = tmp_path / "claims.toml"
+    path.write_text(TINY.replace("placebo = true", "placebo = false") + "[claims]\nsharpe = 2.4\n")
+    experiment = load_experiment(path)
+
+    def row(mean, low, high):
+        return {"mean": mean, "std": 0.1, "n": 3, "ci95_low": low, "ci95_high": high, "nonfinite": 0}
+
+    results = {"gbm": {"placebo": False, "rows": {"tcn": {"sharpe": row(1.0, 0.2, 1.8)},
+                                                  "big": {"sharpe": row(2.0, 1.0, 3.0)},
+                                                  "buy_and_hold": {"sharpe": row(1.5, float("nan"), float("nan"))}}}}
+    lines = B.claims_section(experiment, results)
+    assert lines[4] == "| sharpe 2.4 | gbm | big: 2 [1, 3] | buy_and_hold: 1.5 | yes |", lines
+    results["gbm"]["rows"]["big"]["sharpe"] = row(2.0, 1.0, 2.3)
+    assert B.claims_section(experiment, results)[4].endswith("| no |")
+    bad = tmp_path / "bad_claims.toml"
+    bad.write_text(TINY + "[claims]\nsharp = 2.4\n")
+    with pytest.raises(ConfigError, match=r"\[claims\] unknown key 'sharp'"):
+        load_experiment(bad)
