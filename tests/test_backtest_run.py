@@ -127,10 +127,34 @@ def test_the_claims_section_compares_each_claim_with_the_best_model_and_baseline
                                                   "big": {"sharpe": row(2.0, 1.0, 3.0)},
                                                   "buy_and_hold": {"sharpe": row(1.5, float("nan"), float("nan"))}}}}
     lines = B.claims_section(experiment, results)
-    assert lines[4] == "| sharpe 2.4 | gbm | big: 2 [1, 3] | buy_and_hold: 1.5 | yes |", lines
+    assert lines[6] == "| sharpe 2.4 | gbm | big: 2 [1, 3] | buy_and_hold: 1.5 | yes | +0.5 |", lines
     results["gbm"]["rows"]["big"]["sharpe"] = row(2.0, 1.0, 2.3)
-    assert B.claims_section(experiment, results)[4].endswith("| no |")
+    assert B.claims_section(experiment, results)[6].endswith("| no | +0.5 |")
     bad = tmp_path / "bad_claims.toml"
     bad.write_text(TINY + "[claims]\nsharp = 2.4\n")
     with pytest.raises(ConfigError, match=r"\[claims\] unknown key 'sharp'"):
         load_experiment(bad)
+
+
+def test_a_rerun_on_changed_data_files_is_refused_naming_the_file(tmp_path, monkeypatch):
+    csv = tmp_path / "AAA.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"2020-01-{d:02d},1,1,1,1,10\n" for d in range(1, 29)))
+    path = tmp_path / "files.toml"
+    path.write_text(TINY.replace('source = "gbm"', f'source = "{csv}"').replace("placebo = true", ""))
+    calls = []
+
+    def fake_dataset(experiment, spec, *args):  # the folder logic only: no training
+        calls.append(spec.name)
+        return {"source": str(csv), "symbols": 1, "period": spec.period, "placebo": False, "bars": 28,
+                "folds": [], "test_samples": 0, "ridge_alphas": [], "rows": {}, "at_chance": {}, "chance_bands": {},
+                "sharpe_sampling_half_width": 1.0, "test_bars": 0, "report": None}
+
+    monkeypatch.setattr(B, "_run_dataset", fake_dataset)
+    experiment = load_experiment(path)
+    run_experiment(experiment, tmp_path / "run", show_progress=False)
+    run_experiment(experiment, tmp_path / "run", show_progress=False)  # the same files: it resumes
+    assert calls == ["gbm", "gbm"]
+    csv.write_text(csv.read_text().replace(",1,10\n", ",2,10\n", 1))
+    with pytest.raises(ConfigError, match=r"data file .*AAA.csv changed"):
+        run_experiment(experiment, tmp_path / "run", show_progress=False)
