@@ -158,3 +158,25 @@ def test_a_rerun_on_changed_data_files_is_refused_naming_the_file(tmp_path, monk
     csv.write_text(csv.read_text().replace(",1,10\n", ",2,10\n", 1))
     with pytest.raises(ConfigError, match=r"data file .*AAA.csv changed"):
         run_experiment(experiment, tmp_path / "run", show_progress=False)
+
+
+def test_a_model_with_non_finite_forecasts_is_a_failed_row_not_a_partial_score(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    cached, sizes = B._cache, {}
+
+    def diverged(folder, key, compute):
+        if "_tcn_" in key:  # the model diverged: NaN forecasts for the fold's test samples (no training here)
+            return {"forecast": np.full((2, sizes[key.split("_tcn_")[0]]), np.nan, np.float32)}
+        out = cached(folder, key, compute)
+        if key.endswith("_ridge"):  # computed first in each fold: it gives the fold's sample count
+            sizes[key[:-len("_ridge")]] = len(out["forecast"])
+        return out
+
+    monkeypatch.setattr(B, "_cache", diverged)
+    summary, ok = run_experiment(load_experiment(path), tmp_path / "run", show_progress=False)
+    assert not ok and "FAILED rows (non-finite forecasts or scores): gbm: tcn" in summary, summary
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert "| tcn | FAILED" in table
+    report = json.loads((tmp_path / "run" / "results.json").read_text())["datasets"]["gbm"]
+    assert "tcn" not in report["at_chance"] and all(report["at_chance"].values())

@@ -504,16 +504,21 @@ def run(experiment: BacktestExperiment, out_dir: str | Path, overwrite: bool = F
                   "strategy": dataclasses.asdict(experiment.strategy), "datasets": results}
         write_results(out, report, results_markdown(experiment, results))
     leaks = [f"{d}: {row}" for d, r in results.items() if r["placebo"] for row, ok in r["at_chance"].items() if not ok]
+    failed = [f"{d}: {row}" for d, r in results.items() for row, scores in r["rows"].items()
+              if any(isinstance(v, dict) and v.get("nonfinite") for v in scores.values())]
     head = []
     for d, r in results.items():
-        best = max((row for row in r["rows"] if row not in BASELINES and row != "ensemble"),
-                   key=lambda row: r["rows"][row]["sharpe"]["mean"], default=None)
+        finite = lambda row, r=r: r["rows"][row]["sharpe"]["mean"] if math.isfinite(  # noqa: E731
+            r["rows"][row]["sharpe"]["mean"]) else -math.inf
+        best = max((row for row in r["rows"] if row not in BASELINES and row != "ensemble"), key=finite, default=None)
         if best is not None:
             head.append(f"{d}: best model {best} Sharpe {cell(r['rows'][best]['sharpe'], 3)}, IC "
                         f"{cell(r['rows'][best]['ic'], 3)}")
     verdict = ("placebo at chance" if not leaks else f"LEAK? placebo rows off chance: {'; '.join(leaks)}") \
         if any(r["placebo"] for r in results.values()) else "no placebo dataset"
-    return (f"{experiment.name}: {'; '.join(head)}; {verdict}; full table in {out / 'results.md'}"), not leaks
+    if failed:
+        verdict += f"; {FAILED} rows (non-finite forecasts or scores): {', '.join(failed)}"
+    return (f"{experiment.name}: {'; '.join(head)}; {verdict}; full table in {out / 'results.md'}"), not (leaks or failed)
 
 
 def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progress, build_datasets,
@@ -579,8 +584,12 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
             scores = _direction_ic(forecast[i], y)
             net, strat = _strategy(_grid(forecast[i], t, a, (n_time, n_assets)), in_test, bars, experiment,
                                    spec.period)
+            if not np.isfinite(forecast[i]).all():  # a diverged seed: every score FAILED, never a partial one
+                log.warning("%s: %s seed %d gave non-finite forecasts; its row is FAILED", spec.name, name, seeds[i])
+                scores = {k: (float("nan") if k != "n" else v) for k, v in scores.items()}
+                strat = {k: float("nan") for k in strat}
             seed_rows.append({**scores, **strat})
-            if i == 0:
+            if i == 0 and np.isfinite(forecast[i]).all():
                 returns[name] = net
         rows[name] = {k: summarize([r[k] for r in seed_rows], f"{name} {k}") for k in seed_rows[0] if k != "n"}
         rows[name]["n"] = seed_rows[0]["n"]
@@ -599,7 +608,7 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
         from scipy.stats import norm
 
         lag = max(spec.data.window, experiment.strategy.momentum_lookback) + spec.data.horizon
-        checked = [name for name in rows if name != "buy_and_hold"]
+        checked = [name for name in rows if name != "buy_and_hold" and np.isfinite(first[name]).all()]  # FAILED: n/a
         z = float(norm.ppf(1 - 0.025 / (2 * len(checked))))  # Bonferroni: 95% for all accuracy and IC checks together
         for name in checked:
             row = rows[name]
@@ -613,11 +622,17 @@ def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progres
         times = None if timestamps is None else np.asarray(timestamps)[np.concatenate([[False], in_test[:-1]])]
         names = list(returns)
         importance, attention = None, None
-        if explanation is not None:
+        explained = explanation is not None and all(
+            k in explanation and np.isfinite(explanation[k]).all() for k in ("ig", "permutation_mean"))
+        if explanation is not None and not explained:
+            log.warning("%s: %s's explanation is not finite (a diverged network?); the report leaves it out",
+                        spec.name, experiment.interpret)
+        if explained:
             features = explanation["features"]
             importance = {"permutation": (features, explanation["permutation_mean"], explanation["permutation_std"]),
                           "integrated_gradients": (features, explanation["ig"])}
             attention = explanation.get("attention")
+            attention = attention if attention is not None and np.isfinite(attention).all() else None
         report = write_report(out / REPORT / spec.name, np.stack([returns[k] for k in names]), names,
                               period=spec.period, times=times, importance=importance, attention=attention,
                               title=f"{spec.name}, seed {seeds[0]} ({experiment.interpret}: last fold)")
