@@ -51,3 +51,21 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real market data not found at {path} (optional resource)")
     return path
+
+
+# The slowest test files (seconds of one CPU in a fresh clone, largest first). pytest-xdist's `--dist loadfile`
+# hands whole files to the two workers in collection order (`--no-loadscope-reorder` in pyproject.toml), so these
+# go first and the small files fill in behind them: the workers finish together instead of one waiting on a big
+# file picked up last (longest-processing-time-first scheduling). A file missing here just runs in name order.
+SLOWEST_FIRST = (
+    "test_export.py", "test_rl_ppo.py", "test_runs_ppo_ensemble.py", "test_runs_maml.py", "test_export_onnx.py",
+    "test_rl_loop.py", "test_training.py", "test_ensemble.py", "test_sentiment_run.py", "test_meta.py",
+    "test_runs.py", "test_backtest_run.py", "test_runs_meta_ensemble.py", "test_runs_online.py", "test_loop.py",
+    "test_training_resume.py", "test_models_transformer.py", "test_augment.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    order = {id(item): n for n, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(Path(str(item.fspath)).name, len(rank)), order[id(item)]))

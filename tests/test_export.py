@@ -102,7 +102,7 @@ def _train(tmp, text, name):
 @pytest.fixture(scope="module")  # the suite runs with --dist loadfile: this module's tests share one worker
 def runs(tmp_path_factory):
     """Tiny trained runs (supervised through `trading-jax train`, ensemble, PPO) and their exports. (The RL
-    ensemble's export is tested on the run of tests/test_runs_meta_ensemble.py.)"""
+    ensemble's export is tested on the run of tests/test_runs_ppo_ensemble.py.)"""
     import contextlib
     import io
 
