@@ -20,6 +20,7 @@ seeds = [0, 1]
 [walk_forward]
 folds = 2
 test = 50
+train = 300
 [[datasets]]
 name = "gbm"
 source = "gbm"
@@ -87,6 +88,10 @@ def test_walk_forward_folds_train_before_their_test_block_with_an_embargo():
     assert [(s.test.start, s.test.stop) for s in splits] == [(700, 800), (800, 900), (900, 1000)]
     for s in splits:
         assert s.train.start == 0 and s.train.stop + 5 <= s.val.start and s.val.stop + 5 <= s.test.start
+    rolling = B.fold_splits(1000, B.WalkForwardSpec(folds=3, test=0.1, val=0.2, train=400), horizon=5)
+    assert [(s.train.start, s.val.stop, s.test.start) for s in rolling] == [(295, 695, 700), (395, 795, 800),
+                                                                             (495, 895, 900)]
+    assert len({(s.train.stop - s.train.start, s.val.stop - s.val.start) for s in rolling}) == 1  # one shape
 
 
 def test_backtest_file_mistakes_are_one_line_errors(tmp_path, capsys):

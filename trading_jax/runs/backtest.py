@@ -4,7 +4,8 @@ Forecasting models and simple rules are compared on the same bars, the same walk
 costs. A file has `name`, `seeds`, and:
 
     [walk_forward]  folds (default 3), test (bars per test block, or a fraction of the bars, default 0.1),
-                    val (fraction of each fold's training bars kept for early stopping and the ridge penalty,
+                    train (bars of each fold's training window, validation included: a rolling window; default
+                    every bar before the fold: expanding), val (fraction of each fold's training bars kept for early stopping and the ridge penalty,
                     default 0.15), embargo (bars between train, val and test; default the label horizon)
     [costs]         `trading_jax.evaluation.backtest.BacktestConfig` fields: fee_rate, half_spread, slippage,
                     fill ("next_open", the default, or "next_close")
@@ -80,10 +81,13 @@ REPORT = "report"
 @dataclasses.dataclass(frozen=True)
 class WalkForwardSpec:
     """Walk-forward folds: `folds` test blocks at the end of the bars, each `test` bars (a fraction when < 1);
-    each fold trains on every bar before its block (expanding), its last `val` fraction kept for validation."""
+    each fold trains on every bar before its block (expanding) or on the `train` bars before it (rolling: every
+    fold has the same shapes, so its training program compiles once), its last `val` fraction kept for
+    validation."""
 
     folds: int = 3
     test: float = 0.1
+    train: int | None = None
     val: float = 0.15
     embargo: int | None = None
 
@@ -156,7 +160,7 @@ def load(raw: dict, file) -> BacktestExperiment:
     name, seeds = top.name, list(top.seeds)
     S.check_seeds(seeds, file)
     walk = S.build(WalkForwardSpec, raw.get("walk_forward", {}), file, "walk_forward",
-                   {"folds": S.at_least(1), "test": S.positive, "val": S.in_interval(0, 1, low_open=True,
+                   {"folds": S.at_least(1), "test": S.positive, "train": S.at_least(10), "val": S.in_interval(0, 1, low_open=True,
                                                                                     high_open=True),
                     "embargo": S.at_least(0)})
     costs = S.build(CostSpec, raw.get("costs", {}), file, "costs",
@@ -227,12 +231,13 @@ def load(raw: dict, file) -> BacktestExperiment:
 
 
 def fold_splits(n_time: int, walk: WalkForwardSpec, horizon: int):
-    """The `Split`s of the walk-forward folds: train / val / test bar ranges (expanding train)."""
+    """The `Split`s of the walk-forward folds: train / val / test bar ranges (expanding, or rolling with
+    `walk.train`)."""
     from trading_jax.data.splits import IndexRange, Split, walk_forward_folds
 
     embargo = horizon if walk.embargo is None else walk.embargo
     test = int(round(walk.test * n_time)) if walk.test < 1 else int(walk.test)
-    folds = walk_forward_folds(n_time, walk.folds, test, embargo=embargo)
+    folds = walk_forward_folds(n_time, walk.folds, test, train_size=walk.train, embargo=embargo)
     out = []
     for fold in folds:
         n_train = fold.train.stop - fold.train.start
