@@ -80,7 +80,7 @@ def random_pair():
 def real_pair():
     """AAPL and AMZN daily simple returns from the shared data folder, aligned by date."""
     if not (DATA / "AAPL.csv").exists() or not (DATA / "AMZN.csv").exists():
-        pytest.skip("shared stock data not present")
+        pytest.skip("shared stock data not present (optional resource: ../shared/data)")
     import pandas as pd
     prices = pd.concat({name: pd.read_csv(DATA / f"{name}.csv", index_col="Date")["Adj Close"]
                         for name in ("AAPL", "AMZN")}, axis=1).sort_index()

@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from trading_jax.envs import costs
-from trading_jax.evaluation.risk import _apply_position_limits
+from trading_jax.evaluation.risk import clip_to_limits
 
 Array = jax.Array
 
@@ -400,7 +400,7 @@ def _backtest(fill_price, close, weights, config: BacktestConfig, adv, sigma) ->
     if not config.allow_short:
         w = jnp.maximum(w, 0.0)
     if config.max_position is not None or config.max_gross is not None:
-        w = _apply_position_limits(w, config.max_position, config.max_gross, None)
+        w = clip_to_limits(w, config.max_position, config.max_gross, None)
 
     valid = jnp.isfinite(f) & jnp.isfinite(c)  # [P.., T, N]: the asset can be traded and held at bar t
     y = jnp.where(valid, c / jnp.where(valid, f, 1.0), 1.0)  # fill -> close

@@ -80,7 +80,7 @@ def annualization_factor(period: str | float) -> float:
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _jit(*static: str):
+def period_checked_jit(*static: str):
     """`jax.jit` with static arguments, with `period` validated on the host before tracing.
 
     A bad `period` is then a plain one-line `ValueError` rather than one raised inside a trace.
@@ -102,30 +102,30 @@ def _jit(*static: str):
     return decorate
 
 
-def _float(x) -> Array:
+def as_float(x) -> Array:
     x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
 
 
-def _nan(x: Array) -> Array:
+def reduced_nan(x: Array) -> Array:
     """NaN with the shape of `x` reduced over its last axis."""
     return jnp.full(x.shape[:-1], jnp.nan, dtype=x.dtype)
 
 
-def _count(x: Array) -> Array:
+def count_valid(x: Array) -> Array:
     return jnp.sum(~jnp.isnan(x), axis=-1)
 
 
-def _nanmean(x: Array) -> Array:
+def nanmean(x: Array) -> Array:
     """Mean over the non-NaN entries of the last axis; NaN when there are none (numpy.nanmean)."""
-    n = _count(x)
+    n = count_valid(x)
     return jnp.where(n > 0, jnp.nansum(x, axis=-1) / jnp.maximum(n, 1), jnp.nan)
 
 
-def _nanstd(x: Array) -> Array:
+def nanstd(x: Array) -> Array:
     """Sample standard deviation (ddof=1) over the non-NaN entries; NaN for fewer than 2 (numpy.nanstd)."""
-    n = _count(x)
-    centred = x - _nanmean(x)[..., None]
+    n = count_valid(x)
+    centred = x - nanmean(x)[..., None]
     ss = jnp.nansum(centred * centred, axis=-1)
     return jnp.where(n > 1, jnp.sqrt(ss / jnp.maximum(n - 1, 1)), jnp.nan)
 
@@ -138,7 +138,7 @@ def _log_growth(returns: Array) -> Array:
 # ------------------------------------------------------------------------------------ return paths
 
 
-@_jit("starting_value")
+@period_checked_jit("starting_value")
 def cumulative_returns(returns: Array, starting_value: float = 0.0) -> Array:
     """Cumulative compounded returns at each period.
 
@@ -152,12 +152,12 @@ def cumulative_returns(returns: Array, starting_value: float = 0.0) -> Array:
     Returns:
         `[..., T]` cumulative returns (or wealth).
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     growth = jnp.exp(jnp.cumsum(jnp.log1p(jnp.where(jnp.isnan(returns), 0.0, returns)), axis=-1))
     return growth - 1.0 if starting_value == 0 else growth * starting_value
 
 
-@_jit()
+@period_checked_jit()
 def total_return(returns: Array) -> Array:
     """Total compounded return over the whole series.
 
@@ -169,13 +169,13 @@ def total_return(returns: Array) -> Array:
     Returns:
         `[...]`; NaN when `T == 0`.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 1:
-        return _nan(returns)
+        return reduced_nan(returns)
     return jnp.expm1(_log_growth(returns))
 
 
-@_jit("period")
+@period_checked_jit("period")
 def annual_return(returns: Array, period: str | float = "daily") -> Array:
     """Compound annual growth rate (CAGR).
 
@@ -190,15 +190,15 @@ def annual_return(returns: Array, period: str | float = "daily") -> Array:
     Returns:
         `[...]`; NaN when `T == 0`, and when the wealth goes negative (a return below -1).
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     n = returns.shape[-1]
     if n < 1:
-        return _nan(returns)
+        return reduced_nan(returns)
     years = n / annualization_factor(period)
     return jnp.expm1(_log_growth(returns) / years)
 
 
-@_jit()
+@period_checked_jit()
 def max_drawdown(returns: Array) -> Array:
     """Largest peak-to-trough fall of the compounded wealth, as a non-positive fraction.
 
@@ -213,9 +213,9 @@ def max_drawdown(returns: Array) -> Array:
     Returns:
         `[...]` in `[-1, 0]`; NaN when `T == 0`.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 1:
-        return _nan(returns)
+        return reduced_nan(returns)
     log_wealth = jnp.cumsum(jnp.log1p(jnp.where(jnp.isnan(returns), 0.0, returns)), axis=-1)
     log_peak = jnp.maximum(jax.lax.cummax(log_wealth, axis=log_wealth.ndim - 1), 0.0)
     return jnp.min(jnp.expm1(log_wealth - log_peak), axis=-1)
@@ -224,7 +224,7 @@ def max_drawdown(returns: Array) -> Array:
 # -------------------------------------------------------------------------------- risk and ratios
 
 
-@_jit("period")
+@period_checked_jit("period")
 def annual_volatility(returns: Array, period: str | float = "daily") -> Array:
     """Annualised volatility.
 
@@ -238,13 +238,13 @@ def annual_volatility(returns: Array, period: str | float = "daily") -> Array:
     Returns:
         `[...]`; NaN when `T < 2` or fewer than 2 returns are not NaN.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 2:
-        return _nan(returns)
-    return _nanstd(returns) * math.sqrt(annualization_factor(period))
+        return reduced_nan(returns)
+    return nanstd(returns) * math.sqrt(annualization_factor(period))
 
 
-@_jit("period")
+@period_checked_jit("period")
 def sharpe_ratio(returns: Array, risk_free: float | Array = 0.0, period: str | float = "daily") -> Array:
     """Annualised Sharpe ratio.
 
@@ -261,17 +261,17 @@ def sharpe_ratio(returns: Array, risk_free: float | Array = 0.0, period: str | f
     Returns:
         `[...]`; NaN when `T < 2`.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 2:
-        return _nan(returns)
+        return reduced_nan(returns)
     excess = returns - risk_free
-    std = _nanstd(excess)
+    std = nanstd(excess)
     constant = (jnp.nanmax(excess, axis=-1) == jnp.nanmin(excess, axis=-1)) & jnp.isfinite(std)
     std = jnp.where(constant, 0.0, std)
-    return _nanmean(excess) / std * math.sqrt(annualization_factor(period))
+    return nanmean(excess) / std * math.sqrt(annualization_factor(period))
 
 
-@_jit("period")
+@period_checked_jit("period")
 def downside_risk(returns: Array, required_return: float | Array = 0.0, period: str | float = "daily") -> Array:
     """Annualised downside deviation below a required return.
 
@@ -286,14 +286,14 @@ def downside_risk(returns: Array, required_return: float | Array = 0.0, period: 
     Returns:
         `[...]`; NaN when `T == 0`.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 1:
-        return _nan(returns)
+        return reduced_nan(returns)
     below = jnp.minimum(returns - required_return, 0.0)
-    return jnp.sqrt(_nanmean(below * below)) * math.sqrt(annualization_factor(period))
+    return jnp.sqrt(nanmean(below * below)) * math.sqrt(annualization_factor(period))
 
 
-@_jit("period")
+@period_checked_jit("period")
 def sortino_ratio(returns: Array, required_return: float | Array = 0.0, period: str | float = "daily") -> Array:
     """Annualised Sortino ratio.
 
@@ -310,14 +310,14 @@ def sortino_ratio(returns: Array, required_return: float | Array = 0.0, period: 
     Returns:
         `[...]`; NaN when `T < 2`.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 2:
-        return _nan(returns)
+        return reduced_nan(returns)
     excess = returns - required_return
-    return _nanmean(excess) * annualization_factor(period) / downside_risk.__wrapped__(returns, required_return, period)
+    return nanmean(excess) * annualization_factor(period) / downside_risk.__wrapped__(returns, required_return, period)
 
 
-@_jit("period")
+@period_checked_jit("period")
 def calmar_ratio(returns: Array, period: str | float = "daily") -> Array:
     """Calmar ratio: CAGR over the size of the maximum drawdown.
 
@@ -331,9 +331,9 @@ def calmar_ratio(returns: Array, period: str | float = "daily") -> Array:
     Returns:
         `[...]`; NaN when `T == 0`.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 1:
-        return _nan(returns)
+        return reduced_nan(returns)
     mdd = max_drawdown.__wrapped__(returns)
     ratio = annual_return.__wrapped__(returns, period) / jnp.abs(mdd)
     return jnp.where((mdd < 0) & ~jnp.isinf(ratio), ratio, jnp.nan)
@@ -351,7 +351,7 @@ def _linear_percentile(sorted_values: Array, n: Array, q: float) -> Array:
     return jnp.where(n > 0, a + (b - a) * frac, jnp.nan)
 
 
-@_jit()
+@period_checked_jit()
 def value_at_risk(returns: Array, cutoff: float | Array = 0.05) -> Array:
     """Historical value at risk: the `cutoff` quantile of the returns (a negative number for a loss).
 
@@ -367,15 +367,15 @@ def value_at_risk(returns: Array, cutoff: float | Array = 0.05) -> Array:
     Returns:
         `[...]`; NaN when `T == 0` or any return is NaN.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     n = returns.shape[-1]
     if n < 1:
-        return _nan(returns)
+        return reduced_nan(returns)
     q = _linear_percentile(jnp.sort(returns, axis=-1), jnp.full(returns.shape[:-1], n), cutoff)
     return jnp.where(jnp.any(jnp.isnan(returns), axis=-1), jnp.nan, q)
 
 
-@_jit("cutoff")
+@period_checked_jit("cutoff")
 def conditional_value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
     """Conditional value at risk (expected shortfall): the mean of the worst returns.
 
@@ -392,9 +392,9 @@ def conditional_value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
     Returns:
         `[...]`; NaN when no return is non-NaN.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     length = returns.shape[-1]
-    n = _count(returns)
+    n = count_valid(returns)
     table = np.floor(np.maximum(np.arange(length + 1) - 1, 0) * float(cutoff)).astype(np.int32)
     k = jnp.asarray(table)[n]
     ordered = jnp.sort(returns, axis=-1)  # NaNs sort last
@@ -403,7 +403,7 @@ def conditional_value_at_risk(returns: Array, cutoff: float = 0.05) -> Array:
     return jnp.where(n > 0, tail, jnp.nan)
 
 
-@_jit()
+@period_checked_jit()
 def parametric_value_at_risk(returns: Array, cutoff: float | Array = 0.05) -> Array:
     """Gaussian (parametric) value at risk.
 
@@ -418,14 +418,14 @@ def parametric_value_at_risk(returns: Array, cutoff: float | Array = 0.05) -> Ar
     Returns:
         `[...]`; NaN when fewer than 2 returns are not NaN.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 2:
-        return _nan(returns)
+        return reduced_nan(returns)
     z = jax.scipy.special.ndtri(jnp.asarray(cutoff, dtype=returns.dtype))
-    return _nanmean(returns) + z * _nanstd(returns)
+    return nanmean(returns) + z * nanstd(returns)
 
 
-@_jit()
+@period_checked_jit()
 def tail_ratio(returns: Array) -> Array:
     """Ratio of the right tail to the left tail.
 
@@ -439,10 +439,10 @@ def tail_ratio(returns: Array) -> Array:
     Returns:
         `[...]`; NaN when no return is non-NaN.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 1:
-        return _nan(returns)
-    ordered, n = jnp.sort(returns, axis=-1), _count(returns)
+        return reduced_nan(returns)
+    ordered, n = jnp.sort(returns, axis=-1), count_valid(returns)
     return jnp.abs(_linear_percentile(ordered, n, 0.95)) / jnp.abs(_linear_percentile(ordered, n, 0.05))
 
 
@@ -462,17 +462,17 @@ def _check_factor(fn: str, returns, factor_returns) -> None:
 
 def _beta(returns: Array, factor_returns: Array) -> Array:
     factor = jnp.where(jnp.isnan(returns), jnp.nan, factor_returns)
-    residual = factor - _nanmean(factor)[..., None]
-    covariance = _nanmean(residual * returns)
-    variance = _nanmean(residual * residual)
+    residual = factor - nanmean(factor)[..., None]
+    covariance = nanmean(residual * returns)
+    variance = nanmean(residual * residual)
     return covariance / jnp.where(variance < 1e-30, jnp.nan, variance)
 
 
-@_jit()
+@period_checked_jit()
 def _beta_jit(returns: Array, factor_returns: Array) -> Array:
-    returns, factor_returns = jnp.broadcast_arrays(_float(returns), _float(factor_returns))
+    returns, factor_returns = jnp.broadcast_arrays(as_float(returns), as_float(factor_returns))
     if returns.shape[-1] < 2:
-        return _nan(returns)
+        return reduced_nan(returns)
     return _beta(returns, factor_returns)
 
 
@@ -501,15 +501,15 @@ def beta(returns: Array, factor_returns: Array) -> Array:
 beta.__wrapped__ = _beta_jit.__wrapped__
 
 
-@_jit("period")
+@period_checked_jit("period")
 def _alpha_jit(returns: Array, factor_returns: Array, risk_free: float | Array = 0.0,
                period: str | float = "daily") -> Array:
-    returns, factor_returns = jnp.broadcast_arrays(_float(returns), _float(factor_returns))
+    returns, factor_returns = jnp.broadcast_arrays(as_float(returns), as_float(factor_returns))
     if returns.shape[-1] < 2:
-        return _nan(returns)
+        return reduced_nan(returns)
     b = _beta(returns, factor_returns)
     residual = (returns - risk_free) - b[..., None] * (factor_returns - risk_free)
-    return jnp.expm1(annualization_factor(period) * jnp.log1p(_nanmean(residual)))
+    return jnp.expm1(annualization_factor(period) * jnp.log1p(nanmean(residual)))
 
 
 def alpha(returns: Array, factor_returns: Array, risk_free: float | Array = 0.0,
@@ -542,7 +542,7 @@ alpha.__wrapped__ = _alpha_jit.__wrapped__
 # ----------------------------------------------------------------------- trade statistics (ours)
 
 
-@_jit()
+@period_checked_jit()
 def win_rate(returns: Array) -> Array:
     """Fraction of active periods that made money.
 
@@ -555,13 +555,13 @@ def win_rate(returns: Array) -> Array:
     Returns:
         `[...]` in [0, 1]; NaN when no period has a nonzero return.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     active = jnp.sum((returns != 0) & ~jnp.isnan(returns), axis=-1)
     wins = jnp.sum(returns > 0, axis=-1)
     return jnp.where(active > 0, wins / jnp.maximum(active, 1), jnp.nan).astype(returns.dtype)
 
 
-@_jit()
+@period_checked_jit()
 def profit_factor(returns: Array) -> Array:
     """Gross gains over gross losses.
 
@@ -574,7 +574,7 @@ def profit_factor(returns: Array) -> Array:
     Returns:
         `[...]`, non-negative.
     """
-    returns = _float(returns)
+    returns = as_float(returns)
     gains = jnp.sum(jnp.where(returns > 0, returns, 0.0), axis=-1)
     losses = jnp.abs(jnp.sum(jnp.where(returns < 0, returns, 0.0), axis=-1))  # abs: no -0.0
     return gains / losses
@@ -602,9 +602,9 @@ def turnover(weights: Array) -> Array:
     return _turnover_jit(weights)
 
 
-@_jit()
+@period_checked_jit()
 def _turnover_jit(weights: Array) -> Array:
-    weights = _float(weights)
+    weights = as_float(weights)
     if weights.shape[-2] < 2:
         return jnp.full(weights.shape[:-2], jnp.nan, dtype=weights.dtype)
     traded = jnp.sum(jnp.abs(jnp.diff(weights, axis=-2)), axis=-1)

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trading_jax.evaluation.performance import _float, _jit, _nan, _nanmean, _nanstd, annualization_factor
+from trading_jax.evaluation.performance import (annualization_factor, as_float, nanmean, nanstd, period_checked_jit,
+                                                reduced_nan)
 
 Array = jax.Array
 
@@ -70,15 +71,15 @@ def parametric_expected_shortfall(returns: Array, cutoff: float | Array = 0.05) 
     return _parametric_expected_shortfall(returns, cutoff)
 
 
-@_jit()
+@period_checked_jit()
 def _parametric_expected_shortfall(returns: Array, cutoff: float | Array) -> Array:
-    returns = _float(returns)
+    returns = as_float(returns)
     if returns.shape[-1] < 2:
-        return _nan(returns)
+        return reduced_nan(returns)
     cutoff = jnp.asarray(cutoff, dtype=returns.dtype)
     z = jax.scipy.special.ndtri(cutoff)
     density = jnp.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return _nanmean(returns) - _nanstd(returns) * density / cutoff
+    return nanmean(returns) - nanstd(returns) * density / cutoff
 
 
 # ----------------------------------------------------------------------------------- exposures
@@ -125,7 +126,7 @@ def exposure(weights: Array) -> Exposure:
 
 @jax.jit
 def _exposure(weights: Array) -> Exposure:
-    w = _float(weights)
+    w = as_float(weights)
     long = jnp.sum(jnp.maximum(w, 0.0), axis=-1)
     short = jnp.sum(jnp.maximum(-w, 0.0), axis=-1)
     return Exposure(gross=long + short, net=long - short, long=long, short=short)
@@ -170,12 +171,14 @@ def apply_position_limits(weights: Array, max_position: float | None = None, max
     _check_weights("apply_position_limits", weights)
     for name, value in (("max_position", max_position), ("max_gross", max_gross), ("max_net", max_net)):
         _check_limit("apply_position_limits", name, value)
-    return _apply_position_limits(weights, max_position, max_gross, max_net)
+    return clip_to_limits(weights, max_position, max_gross, max_net)
 
 
 @jax.jit
-def _apply_position_limits(weights, max_position, max_gross, max_net):
-    w = _float(weights)
+def clip_to_limits(weights, max_position, max_gross, max_net):
+    """`apply_position_limits` without its host-side input checks, for callers already inside `jit`
+    (`evaluation.backtest` applies a config's limits with it)."""
+    w = as_float(weights)
     if max_position is not None:
         w = jnp.clip(w, -max_position, max_position)
     scale = jnp.ones(w.shape[:-1], w.dtype)
@@ -230,7 +233,7 @@ def check_limits(weights: Array, max_position: float | None = None, max_gross: f
 
 @jax.jit
 def _check_limits(weights, max_position, max_gross, max_net, tol):
-    w = _float(weights)
+    w = as_float(weights)
 
     def above(value, limit):  # NaN-safe: a NaN is a breach
         return jnp.zeros(value.shape, bool) if limit is None else ~(value <= limit + tol)
@@ -289,7 +292,7 @@ def volatility_target(returns: Array, target_vol: float, lookback: int = 20, max
 def _volatility_target(returns, target_vol, max_leverage, lookback: int, annualization: float):
     from trading_jax.features.rolling import rolling_std
 
-    r = jnp.moveaxis(_float(returns), -2, 0)  # [T, ..., N]: rolling_std runs along axis 0
+    r = jnp.moveaxis(as_float(returns), -2, 0)  # [T, ..., N]: rolling_std runs along axis 0
     sigma = rolling_std(r, lookback, ddof=1) * math.sqrt(annualization)
     scale = jnp.minimum(max_leverage, target_vol / sigma)  # sigma = 0 -> inf -> the cap
     return jnp.moveaxis(jnp.where(jnp.isnan(sigma), 0.0, scale), 0, -2)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trading_jax.portfolio import _checks
+from trading_jax.portfolio import checks
 
 Array = jax.Array
 
@@ -59,20 +59,20 @@ def _float(x) -> Array:
 
 
 def _check_views(fn: str, cov, P, Q=None) -> tuple[int, int]:
-    n = _checks.check_cov(fn, cov)
+    n = checks.check_cov(fn, cov)
     shape = np.shape(P)
     if len(shape) != 2 or shape[1] != n or shape[0] < 1:
         raise ValueError(f"{fn}: P must be a [K, {n}] picking matrix (one row per view); got shape {shape}")
-    if _checks.concrete(P) and not np.all(np.isfinite(np.asarray(P, dtype=np.float64))):
+    if checks.concrete(P) and not np.all(np.isfinite(np.asarray(P, dtype=np.float64))):
         raise ValueError(f"{fn}: P contains NaN or inf")
     if Q is not None:
-        _checks.check_vector(fn, Q, shape[0], "Q")
+        checks.check_vector(fn, Q, shape[0], "Q")
     return n, shape[0]
 
 
 def _check_tau(fn: str, tau) -> None:
-    _checks.check_scalar(fn, tau, "tau", positive=True)
-    if _checks.concrete(tau) and float(tau) > 1:
+    checks.check_scalar(fn, tau, "tau", positive=True)
+    if checks.concrete(tau) and float(tau) > 1:
         raise ValueError(f"{fn}: tau must be in (0, 1]; got {float(tau)}")
 
 
@@ -91,10 +91,10 @@ def market_implied_prior_returns(market_caps, cov, risk_aversion=1.0, risk_free_
     Returns:
         `[..., N]` prior expected returns.
     """
-    if _checks.concrete(market_caps, cov):
-        n = _checks.check_cov("market_implied_prior_returns", cov) if np.ndim(cov) == 2 else np.shape(cov)[-1]
+    if checks.concrete(market_caps, cov):
+        n = checks.check_cov("market_implied_prior_returns", cov) if np.ndim(cov) == 2 else np.shape(cov)[-1]
         if np.ndim(cov) == 2:
-            _checks.check_vector("market_implied_prior_returns", market_caps, n, "market_caps")
+            checks.check_vector("market_implied_prior_returns", market_caps, n, "market_caps")
         if np.any(np.asarray(market_caps) < 0) or not np.all(np.sum(np.asarray(market_caps), axis=-1) > 0):
             raise ValueError("market_implied_prior_returns: market_caps must be nonnegative with a positive sum")
     return _prior(_float(market_caps), _float(cov), risk_aversion, risk_free_rate)
@@ -120,7 +120,7 @@ def market_implied_risk_aversion(market_returns, frequency=252, risk_free_rate=0
     Returns:
         `[...]` risk aversion `delta`.
     """
-    if _checks.concrete(market_returns):
+    if checks.concrete(market_returns):
         r = np.asarray(market_returns, dtype=np.float64)
         if r.ndim < 1 or r.shape[-1] < 2:
             raise ValueError(f"market_implied_risk_aversion: market_returns needs at least 2 periods on its last "
@@ -165,7 +165,7 @@ def idzorek_omega(view_confidences, cov, P, tau=0.05) -> Array:
     Returns:
         `[..., K, K]` diagonal Omega.
     """
-    if _checks.concrete(view_confidences):
+    if checks.concrete(view_confidences):
         c = np.asarray(view_confidences, dtype=np.float64)
         if not np.all(np.isfinite(c)) or np.any(c < 0) or np.any(c > 1):
             raise ValueError(f"idzorek_omega: view_confidences must be in [0, 1]; got {c.tolist()}")
@@ -216,7 +216,7 @@ def black_litterman_posterior(cov, pi, P, Q, omega=None, tau=0.05, view_confiden
     """
     fn = "black_litterman_posterior"
     n, k = _check_views(fn, cov, P, Q)
-    _checks.check_vector(fn, pi, n, "pi")
+    checks.check_vector(fn, pi, n, "pi")
     _check_tau(fn, tau)
     if omega is not None and view_confidences is not None:
         raise ValueError(f"{fn}: pass omega or view_confidences, not both")
@@ -225,11 +225,11 @@ def black_litterman_posterior(cov, pi, P, Q, omega=None, tau=0.05, view_confiden
                  else idzorek_omega(view_confidences, cov, P, tau))
     elif np.shape(omega) != (k, k):
         raise ValueError(f"{fn}: omega must be a [K, K] = [{k}, {k}] matrix; got shape {np.shape(omega)}")
-    elif _checks.concrete(omega) and not np.all(np.isfinite(np.asarray(omega, dtype=np.float64))):
+    elif checks.concrete(omega) and not np.all(np.isfinite(np.asarray(omega, dtype=np.float64))):
         raise ValueError(f"{fn}: omega contains NaN or inf")
     cov, pi, P, Q, omega = (_float(x) for x in (cov, pi, P, Q, omega))
     returns, post_cov = _posterior(cov, pi, P, Q, omega, tau)
-    if _checks.concrete(returns) and not np.all(np.isfinite(np.asarray(returns))):
+    if checks.concrete(returns) and not np.all(np.isfinite(np.asarray(returns))):
         raise ValueError(f"{fn}: P tau cov P' + Omega is singular (duplicate views with Omega = 0?); "
                          "give the views some uncertainty")
     return BlackLittermanResult(returns, post_cov, omega)

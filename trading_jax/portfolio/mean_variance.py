@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trading_jax.portfolio import _checks
+from trading_jax.portfolio import checks
 from trading_jax.portfolio.projections import project_capped_simplex
 
 Array = jax.Array
@@ -390,10 +390,10 @@ def _solve(kind, mu, cov, cap, param, config):
 
 def _check(fn, expected_returns, cov, cap):
     """Checks the inputs; returns `(n, cap as an [n] vector)` (one compiled program for scalar and vector caps)."""
-    n = _checks.check_cov(fn, cov)
+    n = checks.check_cov(fn, cov)
     if expected_returns is not None:
-        _checks.check_vector(fn, expected_returns, n, "expected_returns")
-    _checks.check_cap(fn, cap, n)
+        checks.check_vector(fn, expected_returns, n, "expected_returns")
+    checks.check_cap(fn, cap, n)
     dtype = jnp.result_type(jnp.asarray(cov).dtype, jnp.float32)
     return n, jnp.broadcast_to(jnp.asarray(cap, dtype), (n,))
 
@@ -435,7 +435,7 @@ def max_quadratic_utility(expected_returns, cov, risk_aversion=1.0, cap=1.0, *,
         ValueError: for bad concrete input (see the module docstring).
     """
     _, cap = _check("max_quadratic_utility", expected_returns, cov, cap)
-    _checks.check_scalar("max_quadratic_utility", risk_aversion, "risk_aversion", positive=True)
+    checks.check_scalar("max_quadratic_utility", risk_aversion, "risk_aversion", positive=True)
     return OptimizeResult(*_solve(_UTILITY, expected_returns, cov, cap, risk_aversion, config))
 
 
@@ -461,7 +461,7 @@ def efficient_return(expected_returns, cov, target_return, cap=1.0, *,
         ValueError: for bad concrete input (see the module docstring).
     """
     _, cap = _check("efficient_return", expected_returns, cov, cap)
-    _checks.check_scalar("efficient_return", target_return, "target_return")
+    checks.check_scalar("efficient_return", target_return, "target_return")
     return OptimizeResult(*_solve(_RETURN, expected_returns, cov, cap, target_return, config))
 
 
@@ -488,7 +488,7 @@ def efficient_risk(expected_returns, cov, target_volatility, cap=1.0, *,
         ValueError: for bad concrete input (see the module docstring).
     """
     _, cap = _check("efficient_risk", expected_returns, cov, cap)
-    _checks.check_scalar("efficient_risk", target_volatility, "target_volatility", positive=True)
+    checks.check_scalar("efficient_risk", target_volatility, "target_volatility", positive=True)
     return OptimizeResult(*_solve(_RISK, expected_returns, cov, cap, target_volatility, config))
 
 
@@ -515,8 +515,8 @@ def max_sharpe(expected_returns, cov, risk_free_rate=0.0, cap=1.0, *,
         ValueError: for bad concrete input (see the module docstring).
     """
     _, cap = _check("max_sharpe", expected_returns, cov, cap)
-    _checks.check_scalar("max_sharpe", risk_free_rate, "risk_free_rate")
-    if _checks.concrete(expected_returns, risk_free_rate):
+    checks.check_scalar("max_sharpe", risk_free_rate, "risk_free_rate")
+    if checks.concrete(expected_returns, risk_free_rate):
         if float(np.max(np.asarray(expected_returns))) <= float(risk_free_rate):
             raise ValueError("max_sharpe: at least one expected return must exceed the risk-free rate "
                              f"({float(risk_free_rate)}); the tangency portfolio is undefined otherwise")
@@ -548,6 +548,6 @@ def max_return(expected_returns, cap=1.0) -> Array:
     shape = jnp.shape(expected_returns)
     if len(shape) != 1:
         raise ValueError(f"max_return: expected_returns must be an [N] vector; got shape {shape}")
-    _checks.check_vector("max_return", expected_returns, shape[0], "expected_returns")
-    _checks.check_cap("max_return", cap, shape[0])
+    checks.check_vector("max_return", expected_returns, shape[0], "expected_returns")
+    checks.check_cap("max_return", cap, shape[0])
     return _max_return(expected_returns, cap)

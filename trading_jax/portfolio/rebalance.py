@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trading_jax.portfolio import _checks
+from trading_jax.portfolio import checks
 
 Array = jax.Array
 
@@ -210,13 +210,13 @@ def simulate_rebalancing(target_weights, returns, rule: Rule = Calendar(), cost_
     if np.shape(cost_rate) not in ((), (n,)):
         raise ValueError(f"{fn}: cost_rate must be a scalar or a ({n},) vector; got shape {np.shape(cost_rate)}")
     if initial_weights is not None:
-        _checks.check_vector(fn, initial_weights, n, "initial_weights")
+        checks.check_vector(fn, initial_weights, n, "initial_weights")
     for name, x in (("returns", returns), ("target_weights", target_weights), ("cost_rate", cost_rate)):
-        if _checks.concrete(x) and not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
+        if checks.concrete(x) and not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
             raise ValueError(f"{fn}: {name} contains NaN or inf")
-    if _checks.concrete(returns) and np.any(np.asarray(returns) < -1):
+    if checks.concrete(returns) and np.any(np.asarray(returns) < -1):
         raise ValueError(f"{fn}: returns below -1 are impossible for simple returns (log returns? use expm1)")
-    if _checks.concrete(cost_rate):
+    if checks.concrete(cost_rate):
         c = np.asarray(cost_rate, dtype=np.float64)
         if np.any(c < 0) or np.any(c >= 0.5):
             raise ValueError(f"{fn}: cost_rate must be in [0, 0.5) (a fraction per unit of turnover); got {c.tolist()}")

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trading_jax.portfolio import _checks
+from trading_jax.portfolio import checks
 
 Array = jax.Array
 
@@ -110,16 +110,16 @@ def risk_budgeting(cov, budgets=None, *, iters: int = 40, tol: float = 1e-5) -> 
             variance; budgets not positive or of the wrong shape).
     """
     fn = "risk_budgeting"
-    n = _checks.check_cov(fn, cov)
+    n = checks.check_cov(fn, cov)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"{fn}: iters must be a positive integer; got {iters!r}")
-    if _checks.concrete(cov) and np.any(np.diag(np.asarray(cov)) <= 0):
+    if checks.concrete(cov) and np.any(np.diag(np.asarray(cov)) <= 0):
         raise ValueError(f"{fn}: every asset needs a positive variance (the diagonal of cov)")
     if budgets is None:
         budgets = 1.0
     elif np.shape(budgets) not in ((), (n,)):
         raise ValueError(f"{fn}: budgets must be a scalar or a ({n},) vector; got shape {np.shape(budgets)}")
-    elif _checks.concrete(budgets):
+    elif checks.concrete(budgets):
         b = np.asarray(budgets, dtype=np.float64)
         if not np.all(np.isfinite(b)) or np.any(b <= 0):
             raise ValueError(f"{fn}: budgets must be positive and finite; got {b.tolist()}")
