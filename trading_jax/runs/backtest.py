@@ -477,7 +477,7 @@ def _cache(folder: Path, key: str, compute):
     return value
 
 
-def _dataset_record(experiment: BacktestExperiment) -> dict:
+def _config_record(experiment: BacktestExperiment) -> dict:
     record = dataclasses.asdict(experiment)
     record.pop("file")
     return record
@@ -486,23 +486,20 @@ def _dataset_record(experiment: BacktestExperiment) -> dict:
 def run(experiment: BacktestExperiment, out_dir: str | Path, overwrite: bool = False,
         show_progress: bool = True) -> tuple[str, bool]:
     """Run every dataset's walk-forward comparison (module docstring); `(summary line, ok)`."""
-    from trading_jax.evaluation.stats import summarize
-    from trading_jax.runs.supervised import indicator_columns
-    from trading_jax.training.dataset import GENERATED_SOURCES, build_datasets
+    from trading_jax.training.dataset import GENERATED_SOURCES
 
     out = Path(out_dir)
     seeds = list(experiment.seeds)
     with RunFolder(out, overwrite=overwrite) as folder:
         files = file_fingerprints([d.data.source for d in experiment.datasets if d.data.source not in GENERATED_SOURCES])
-        if folder.claim(_dataset_record(experiment), {"files": files}) == "resume":
+        if folder.claim(_config_record(experiment), {"files": files}) == "resume":
             log.info("%s: resuming the run in %s (cached forecasts are reused)", experiment.name, out)
         cache = out / CACHE
         cache.mkdir(exist_ok=True)
         results = {}
         for spec in experiment.datasets:
             start = time.perf_counter()
-            results[spec.name] = _run_dataset(experiment, spec, cache, seeds, show_progress, build_datasets,
-                                              indicator_columns, summarize, out)
+            results[spec.name] = _run_dataset(experiment, spec, cache, seeds, show_progress, out)
             log.info("%s: %s done in %.0f s", experiment.name, spec.name, time.perf_counter() - start)
         report = {"experiment": experiment.name, "seeds": seeds, "costs": dataclasses.asdict(experiment.costs),
                   "walk_forward": dataclasses.asdict(experiment.walk_forward),
@@ -526,9 +523,11 @@ def run(experiment: BacktestExperiment, out_dir: str | Path, overwrite: bool = F
     return (f"{experiment.name}: {'; '.join(head)}; {verdict}; full table in {out / 'results.md'}"), not (leaks or failed)
 
 
-def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progress, build_datasets,
-                 indicator_columns, summarize, out: Path) -> dict:
+def _run_dataset(experiment, spec: DatasetSpec, cache: Path, seeds, show_progress, out: Path) -> dict:
     from trading_jax.evaluation.report import write_report
+    from trading_jax.evaluation.stats import summarize
+    from trading_jax.runs.supervised import indicator_columns
+    from trading_jax.training.dataset import build_datasets
 
     panel = _panel(spec)
     bars, timestamps, symbols, observed, source = panel
