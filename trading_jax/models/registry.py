@@ -25,6 +25,7 @@ MODEL_MODULES = (
     "trading_jax.models.tcn",
     "trading_jax.models.multitask",
     "trading_jax.models.actor_critic",
+    "trading_jax.models.q_networks",
     "trading_jax.models.bert",
     "trading_jax.models.portfolio",
 )
