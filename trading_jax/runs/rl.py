@@ -1,0 +1,620 @@
+"""RL experiment files (`algorithm = "ppo" | "sac" | "td3" | "ddpg" | "dqn"`): one schema and one runner for
+every RL algorithm: train over seeds, evaluate on held-out episodes against baselines.
+
+An RL experiment file (see `experiments/ppo_*.toml`, `sac_portfolio.toml`, ...) has `algorithm`, a `name`,
+`seeds`, and:
+
+    [env]          name = "execution" | "trading" | "portfolio"
+    [env.kwargs]   keyword arguments of `trading_jax.envs.make` (static settings and EnvParams fields)
+    [env.data]     optional real data: path (relative to the working directory, or absolute), repair, symbols,
+                   train / val / test fractions (default 0.6 / 0.1 / 0.3) and an embargo (bars). Training
+                   episodes replay the train split, validation episodes the val split and the final table
+                   the test split, so neither validation nor the table ever sees a training bar.
+    [ppo] | [sac] | [td3] | [ddpg] | [dqn]
+                   the algorithm's config fields, one table named after the algorithm (`PPOConfig`,
+                   `SACConfig`, `TD3Config`, `DDPGConfig`, `DQNConfig`; see `AGENTS`), with an optional
+                   `[<table>.network_kwargs]` of the network's fields
+    [evaluation]   episodes (held-out episodes per policy), baselines (names in
+                   `trading_jax.rl.baselines.BASELINES[env]`, optionally with keyword tables in
+                   [evaluation.baseline_kwargs.NAME]), metric ("shortfall_bps", "total_reward",
+                   "net_return"), lower_is_better, reference (a baseline for paired differences),
+                   every_updates (checkpoint/log chunk, in the trainer's units: PPO updates, off-policy
+                   iterations of `steps_per_iteration` env steps per env and their gradient steps)
+
+Every seed trains through `trading_jax.loop.fit` (Orbax checkpoints, exact resume, TensorBoard). After every
+`every_updates` units, the current policy runs 256 fixed validation episodes; their mean metric is logged,
+stored with the checkpoint and ranks it (the best checkpoint by validation is kept next to the latest). The
+final table evaluates the FINAL params of each seed, acting greedily (no selection on the test episodes, and
+none on validation either, so nothing is tuned on them).
+
+Every table is checked (`trading_jax.runs.schema`): unknown keys, types and ranges (gamma in (0, 1], a
+finite positive learning rate, non-negative fees and costs in [env.kwargs], ...) with one-line errors, and
+the config's own `validate()`. The run folder is locked and fingerprinted (`trading_jax.runs.folder`). A
+seed whose training loss (`Agent.failure_metric`) is NaN in every unit, or whose final params are not
+finite, makes the run FAILED (its table says so; the command exits non-zero).
+
+Synthetic environments are held out by key: training and evaluation draw different random episodes
+(and, for the execution env, different order-book noise). Every policy, the agent of each seed
+(`<algorithm>_seed_<k>`) and each baseline, is evaluated on the SAME evaluation episodes (common random
+numbers), so paired differences are tight. The table reports per-episode means with 95% t-intervals, and
+for the agent also the spread across training seeds (a t-interval over the per-seed means).
+
+A new RL algorithm adds one `Agent` to `AGENTS`, an experiment class with a field named after its table,
+and one line in `trading_jax.runs.ALGORITHMS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import jax
+import numpy as np
+
+from trading_jax.logging import get_logger, progress
+from trading_jax.runs import schema as S
+from trading_jax.runs.folder import RunFolder, file_fingerprints
+from trading_jax.runs.results import FAILED, write_results
+
+__all__ = ["AGENTS", "Agent", "RLExperiment", "PPOExperiment", "SACExperiment", "TD3Experiment", "DDPGExperiment",
+           "DQNExperiment", "load", "run", "build_envs", "results_table", "check_env_kwargs", "check_network",
+           "episode_metric", "failed_reason", "METRICS", "EVALUATION_CHECKS", "DATA_CHECKS", "VALIDATION_EPISODES"]
+
+log = get_logger(__name__)
+
+METRICS = ("shortfall_bps", "total_reward", "net_return")
+VALIDATION_EPISODES = 256
+
+
+# ------------------------------------------------------------------------------------ experiments
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLExperiment:
+    """The algorithm-independent part of an RL experiment (module docstring). Each algorithm's subclass adds
+    one field named after its table, holding its config (`PPOExperiment.ppo`, `SACExperiment.sac`, ...)."""
+
+    name: str
+    env: str
+    env_kwargs: Mapping[str, Any]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    data: Mapping[str, Any] | None = None
+    episodes: int = 1000
+    baselines: tuple[str, ...] = ()
+    baseline_kwargs: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    metric: str = "total_reward"
+    lower_is_better: bool = False
+    reference: str | None = None
+    every_updates: int = 10
+    seed: int = 12345
+    file: str = "<experiment>"
+
+    algorithm: ClassVar[str] = ""
+
+    @property
+    def agent(self) -> "Agent":
+        """The algorithm's entry of `AGENTS`."""
+        return AGENTS[self.algorithm]
+
+    @property
+    def config(self):
+        """The algorithm's config (the field named after its table)."""
+        return getattr(self, self.agent.table)
+
+    @property
+    def eval_seed(self) -> int:
+        return self.seed
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPOExperiment(RLExperiment):
+    """A PPO experiment (`algorithm = "ppo"`, a `[ppo]` table of `PPOConfig` fields)."""
+
+    ppo: Any  # PPOConfig
+    algorithm: ClassVar[str] = "ppo"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SACExperiment(RLExperiment):
+    """A SAC experiment (`algorithm = "sac"`, a `[sac]` table of `SACConfig` fields)."""
+
+    sac: Any  # SACConfig
+    algorithm: ClassVar[str] = "sac"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TD3Experiment(RLExperiment):
+    """A TD3 experiment (`algorithm = "td3"`, a `[td3]` table of `TD3Config` fields)."""
+
+    td3: Any  # TD3Config
+    algorithm: ClassVar[str] = "td3"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DDPGExperiment(RLExperiment):
+    """A DDPG experiment (`algorithm = "ddpg"`, a `[ddpg]` table of `DDPGConfig` fields)."""
+
+    ddpg: Any  # DDPGConfig
+    algorithm: ClassVar[str] = "ddpg"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DQNExperiment(RLExperiment):
+    """A DQN experiment (`algorithm = "dqn"`, a `[dqn]` table of `DQNConfig` fields)."""
+
+    dqn: Any  # DQNConfig
+    algorithm: ClassVar[str] = "dqn"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluation:
+    episodes: int = 1000
+    baselines: tuple[str, ...] = ()
+    baseline_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    metric: str = "total_reward"
+    lower_is_better: bool = False
+    reference: str | None = None
+    every_updates: int = 10
+    seed: int = 12345
+
+
+@dataclasses.dataclass(frozen=True)
+class _EnvData:
+    path: str
+    repair: tuple[str, ...] = ()
+    symbols: tuple[str, ...] | None = None
+    train: float = 0.6
+    val: float = 0.1
+    test: float = 0.3
+    embargo: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Top:
+    name: str | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+# ------------------------------------------------------------------------------------ the registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """How the run layer drives one RL algorithm.
+
+    Attributes:
+        name: the file's `algorithm` value; the agent's rows are `<name>_seed_<k>`.
+        label: its name in summaries and tables ("PPO", "SAC", ...).
+        table: the file's table of config fields ([ppo], [sac], ...); also the experiment's field holding
+            the config and the key of the config in results.json and the run folder's record.
+        config: `"module:Class"` of the frozen config dataclass (fields `env`, `env_kwargs`, `network`,
+            `network_preset`, `network_kwargs`; `validate()` raises ValueError).
+        module: the algorithm's module, with `make_trainer(config, env, env_params) -> FunctionTrainer`,
+            `as_policy(config, result, env, env_params)` (greedy) and
+            `make_evaluator(config, env, env_params, n_episodes) -> run(result, env_params, key) -> dict`.
+        checks: value checks (`trading_jax.runs.schema`) of the table's fields.
+        failure_metric: the training metric whose history, NaN or inf in every unit, means FAILED.
+        experiment: the experiment class (a field named `table`).
+    """
+
+    name: str
+    label: str
+    table: str
+    config: str
+    module: str
+    checks: Mapping[str, S.Check]
+    failure_metric: str
+    experiment: type
+
+    def config_class(self) -> type:
+        module, name = self.config.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def algorithm_module(self):
+        return importlib.import_module(self.module)
+
+
+PPO_CHECKS = {
+    "num_envs": S.at_least(1), "num_steps": S.at_least(1), "total_timesteps": S.at_least(1),
+    "update_epochs": S.at_least(1), "minibatch_size": S.at_least(1),
+    "gamma": S.in_interval(0, 1, low_open=True), "gae_lambda": S.in_interval(0, 1), "clip_eps": S.positive,
+    "vf_coef": S.non_negative, "ent_coef": S.non_negative, "lr": S.positive, "max_grad_norm": S.positive,
+    "obs_clip": S.positive, "reward_clip": S.positive, "policy": S.one_of("auto", "categorical", "gaussian"),
+    "squash": S.one_of("tanh", "clip"), "adam_eps": S.positive,
+}
+# The fields `trading_jax.rl.offpolicy.OffPolicyConfig` shares with every off-policy algorithm.
+OFFPOLICY_CHECKS = {
+    "num_envs": S.at_least(1), "total_timesteps": S.at_least(1), "steps_per_iteration": S.at_least(1),
+    "learning_starts": S.at_least(0), "buffer_size": S.at_least(1), "batch_size": S.at_least(1),
+    "gradient_steps": S.at_least(1), "gamma": S.in_interval(0, 1, low_open=True),
+    "tau": S.in_interval(0, 1, low_open=True), "n_step": S.at_least(1), "reward_scale": S.positive,
+    "lr": S.positive, "actor_lr": S.positive, "critic_lr": S.positive, "max_grad_norm": S.positive,
+    "obs_clip": S.positive, "priority_alpha": S.non_negative, "priority_beta": S.in_interval(0, 1),
+    "priority_eps": S.positive, "adam_eps": S.positive,
+}
+SAC_CHECKS = {**OFFPOLICY_CHECKS, "alpha_lr": S.positive, "initial_alpha": S.positive, "target_entropy": S.finite,
+              "policy_delay": S.at_least(1), "target_update_interval": S.at_least(1)}
+TD3_CHECKS = {**OFFPOLICY_CHECKS, "policy_delay": S.at_least(1), "policy_noise": S.non_negative,
+              "noise_clip": S.non_negative, "exploration_noise": S.non_negative}
+DDPG_CHECKS = {**OFFPOLICY_CHECKS, "exploration_noise": S.non_negative}
+DQN_CHECKS = {**OFFPOLICY_CHECKS, "target_update_interval": S.at_least(1), "exploration_initial_eps": S.in_interval(0, 1),
+              "exploration_final_eps": S.in_interval(0, 1), "exploration_fraction": S.in_interval(0, 1),
+              "n_atoms": S.at_least(1)}
+
+AGENTS: dict[str, Agent] = {
+    "ppo": Agent("ppo", "PPO", "ppo", "trading_jax.rl.ppo:PPOConfig", "trading_jax.rl.ppo", PPO_CHECKS,
+                 "policy_loss", PPOExperiment),
+    "sac": Agent("sac", "SAC", "sac", "trading_jax.rl.sac:SACConfig", "trading_jax.rl.sac", SAC_CHECKS,
+                 "critic_loss", SACExperiment),
+    "td3": Agent("td3", "TD3", "td3", "trading_jax.rl.td3:TD3Config", "trading_jax.rl.td3", TD3_CHECKS,
+                 "critic_loss", TD3Experiment),
+    "ddpg": Agent("ddpg", "DDPG", "ddpg", "trading_jax.rl.ddpg:DDPGConfig", "trading_jax.rl.ddpg", DDPG_CHECKS,
+                  "critic_loss", DDPGExperiment),
+    "dqn": Agent("dqn", "DQN", "dqn", "trading_jax.rl.dqn:DQNConfig", "trading_jax.rl.dqn", DQN_CHECKS,
+                 "q_loss", DQNExperiment),
+}
+
+EVALUATION_CHECKS = {"episodes": S.at_least(2), "metric": S.one_of(*METRICS), "every_updates": S.at_least(1),
+                     "seed": S.at_least(0)}
+DATA_CHECKS = {"train": S.in_interval(0, 1, low_open=True, high_open=True), "val": S.in_interval(0, 1, low_open=True),
+               "test": S.in_interval(0, 1, low_open=True, high_open=True), "embargo": S.at_least(0)}
+_COST_WORDS = ("fee", "spread", "slippage", "cost", "commission", "impact")
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def check_env_kwargs(env_name: str, kwargs: Mapping[str, Any], file) -> None:
+    """[env.kwargs]: known keys of the env's factory (static settings and `EnvParams` fields), finite
+    numbers, and non-negative costs (fees, spread, slippage, impact)."""
+    from trading_jax import envs
+
+    if env_name not in envs.available():
+        S.check_keys({env_name: None}, envs.available(), file, "env")
+    factory = envs.factory(env_name)
+    params = getattr(sys.modules[factory.__module__], "EnvParams", None)
+    known = {n for n, p in inspect.signature(factory).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    known -= {"market", "data", "split"}
+    if params is not None:
+        known |= set(getattr(params, "__dataclass_fields__", {})) - {"market", "max_steps_in_episode"}
+    S.check_keys(kwargs, known, file, "env.kwargs")
+    for key, value in kwargs.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise S.ConfigError(f"{file}: [env.kwargs] {key} = {value!r}: expected a finite number")
+        if any(word in key for word in _COST_WORDS) and value < 0:
+            raise S.ConfigError(f"{file}: [env.kwargs] {key} = {value!r}: expected a finite number >= 0 (a cost)")
+
+
+def check_network(config, table: str, file) -> None:
+    """[table] network, network_preset and [table.network_kwargs] name a registered network, one of its
+    presets and its fields (every field of the Flax module but those the algorithm sets from the env)."""
+    from trading_jax.models import available, create
+
+    models = available()
+    name = getattr(config, "network_name", config.network)
+    if name not in models:
+        S.check_keys({config.network: None}, models, file, table)
+    if config.network_preset is not None and config.network_preset not in models[name]:
+        raise S.ConfigError(f"{file}: [{table}] network_preset = {config.network_preset!r}: network {name!r} has "
+                            f"presets {', '.join(models[name]) or '(none)'}")
+    module = create(name, config.network_preset, action_dim=1)
+    fields = {f.name for f in dataclasses.fields(type(module))} - {"parent", "name", "action_dim", "discrete"}
+    S.check_keys(dict(config.network_kwargs), fields, file, f"{table}.network_kwargs")
+
+
+def load(raw: dict, file, algorithm: str | None = None) -> RLExperiment:
+    """An RL experiment (`AGENTS[algorithm].experiment`, default the file's `algorithm`) from a parsed TOML
+    file; every mistake is a one-line `ConfigError`."""
+    from trading_jax.envs import available
+    from trading_jax.rl import baselines as B
+
+    algorithm = algorithm or raw.get("algorithm")
+    if algorithm not in AGENTS:
+        raise S.ConfigError(f"{file}: algorithm = {algorithm!r}: expected one of {', '.join(AGENTS)}")
+    agent = AGENTS[algorithm]
+    table = agent.table
+    S.check_keys(raw, {"algorithm", "name", "seeds", "env", table, "evaluation"}, file, "")
+    for key in ("env", table, "evaluation"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise S.ConfigError(f"{file}: {key} must be a table ([{key}])")
+    env = dict(raw.get("env", {}))
+    S.check_keys(env, {"name", "kwargs", "data"}, file, "env")
+    name = env.get("name")
+    if name not in available():
+        raise S.ConfigError(f"{file}: [env] name = {name!r}: expected one of {', '.join(available())}")
+    kwargs = env.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise S.ConfigError(f"{file}: [env] kwargs must be a table ([env.kwargs])")
+    check_env_kwargs(name, kwargs, file)
+    data = None
+    if "data" in env:
+        spec = S.build(_EnvData, dict(env["data"]), file, "env.data", DATA_CHECKS)
+        if not Path(spec.path).exists():
+            raise S.ConfigError(f"{file}: [env.data] path = {spec.path!r}: no such file (paths are relative to the "
+                                "working directory, e.g. ../shared/data/crypto/BTC_USD-1h.csv)")
+        if spec.train + spec.val + spec.test > 1.0 + 1e-9:
+            raise S.ConfigError(f"{file}: [env.data] train + val + test = {spec.train + spec.val + spec.test:g}: "
+                                "expected at most 1")
+        data = dataclasses.asdict(spec)
+    config = S.build(agent.config_class(), dict(raw.get(table, {})), file, table, agent.checks,
+                     skip=("env", "env_kwargs"))
+    config = dataclasses.replace(config, env=name, env_kwargs=dict(kwargs))
+    check_network(config, table, file)
+    try:
+        config.validate()
+    except ValueError as error:
+        raise S.ConfigError(f"{file}: [{table}] {error}") from None
+    evaluation = S.build(_Evaluation, dict(raw.get("evaluation", {})), file, "evaluation", EVALUATION_CHECKS)
+    known = B.available(name)
+    for baseline in evaluation.baselines:
+        if baseline not in known:
+            raise S.ConfigError(f"{file}: [evaluation] baselines: unknown baseline {baseline!r} for env {name!r}; "
+                                f"expected some of {', '.join(known)}")
+    for baseline in evaluation.baseline_kwargs:
+        if baseline not in evaluation.baselines:
+            raise S.ConfigError(f"{file}: [evaluation.baseline_kwargs.{baseline}]: {baseline!r} is not one of the "
+                                f"baselines {list(evaluation.baselines)}")
+    if evaluation.reference is not None and evaluation.reference not in evaluation.baselines:
+        raise S.ConfigError(f"{file}: [evaluation] reference = {evaluation.reference!r}: expected one of the "
+                            f"baselines {list(evaluation.baselines)}")
+    top = S.build(_Top, {k: raw[k] for k in ("name", "seeds") if k in raw}, file, "")
+    S.check_seeds(top.seeds, file)
+    return agent.experiment(name=top.name or Path(str(file)).stem, env=name, env_kwargs=dict(kwargs),
+                            seeds=top.seeds, data=data, file=str(file), **{table: config},
+                            **dataclasses.asdict(evaluation))
+
+
+# ------------------------------------------------------------------------------------ environments and metrics
+
+
+def build_envs(experiment: RLExperiment):
+    """`(env, train_params, val_params, test_params, info)`: replayed train/validation/test splits of real
+    data, or one synthetic environment whose validation and test episodes differ from the training ones
+    by key."""
+    from trading_jax.envs import make
+
+    if not experiment.data:
+        env, params = make(experiment.env, **experiment.env_kwargs)
+        return env, params, params, params, {"source": "synthetic (held out by key)"}
+    from trading_jax.data import chronological_split, load_ohlcv
+
+    spec = experiment.data
+    path = Path(spec["path"])
+    data = load_ohlcv(path, repair=tuple(spec["repair"]))
+    if spec["symbols"] is not None:
+        data = data.select(list(spec["symbols"]))
+    split = chronological_split(data.n_time, train=spec["train"], val=spec["val"], test=spec["test"],
+                                embargo=spec["embargo"])
+    env, train_params = make(experiment.env, data=data, split=split.train, **experiment.env_kwargs)
+    _, val_params = make(experiment.env, data=data, split=split.val, **experiment.env_kwargs)
+    _, eval_params = make(experiment.env, data=data, split=split.test, **experiment.env_kwargs)
+    stamps = np.asarray(data.timestamps).astype("datetime64[m]")
+    info = {"source": f"{path.name} ({', '.join(data.symbols)})",
+            "train": [str(stamps[split.train.start]), str(stamps[split.train.stop - 1])],
+            "val": [str(stamps[split.val.start]), str(stamps[split.val.stop - 1])],
+            "test": [str(stamps[split.test.start]), str(stamps[split.test.stop - 1])],
+            "train_bars": len(split.train), "test_bars": len(split.test),
+            "episode_bars": getattr(env, "episode_length", None)}
+    return env, train_params, val_params, eval_params, info
+
+
+def episode_metric(metric: str, env_params):
+    """`values(total_reward [n], info) -> [n]` float64: the experiment's per-episode metric, computed the
+    same way for validation (`make_evaluator` output) and for the final table (`EpisodeStats`):
+    "total_reward" is the episode's summed reward, "net_return" is `equity_T / initial_equity - 1`, any
+    other name an entry of the env's final `info`."""
+    initial = float(np.asarray(getattr(env_params, "initial_equity", getattr(env_params, "initial_cash", 1.0))))
+
+    def values(total_reward, info):
+        if metric == "total_reward":
+            return np.asarray(total_reward, np.float64)
+        if metric == "net_return":
+            return np.asarray(info["equity"], np.float64) / initial - 1.0
+        return np.asarray(info[metric], np.float64)
+
+    return values
+
+
+def _compare_metric(experiment: RLExperiment, env_params):
+    """The per-episode metric as a `compare` metric: a callable over `EpisodeStats` named after it."""
+    values = episode_metric(experiment.metric, env_params)
+
+    def metric(stats):
+        return values(stats.total_reward, stats.info)
+
+    metric.__name__ = experiment.metric
+    return metric
+
+
+def _validation(experiment: RLExperiment, config, env, val_params, n_episodes: int = VALIDATION_EPISODES):
+    """`evaluate(result, units) -> {"val_METRIC": mean over n_episodes}` on fixed validation episodes
+    (compiled once; a key different from the final test episodes')."""
+    run = experiment.agent.algorithm_module().make_evaluator(config, env, val_params, n_episodes)
+    key = jax.random.key(experiment.eval_seed + 1)
+    values = episode_metric(experiment.metric, val_params)
+
+    def evaluate(result, units):
+        del units
+        out = jax.device_get(run(result, val_params, key))
+        return {f"val_{experiment.metric}": float(np.mean(values(out["returns"], out["info"])))}
+
+    return evaluate
+
+
+def failed_reason(result, metric: str, unit: str) -> str | None:
+    """Why a seed failed, or None: its training `metric` (e.g. "critic_loss") NaN or inf in every `unit`,
+    or final params that are not finite."""
+    losses = np.asarray(result.metrics[metric], np.float64)
+    if losses.size and not np.isfinite(losses).any():
+        return f"the {metric.replace('_', ' ')} was NaN or inf in every {unit}"
+    if not all(bool(np.isfinite(np.asarray(leaf)).all()) for leaf in jax.tree.leaves(result.params)):
+        return "the final params are not finite"
+    return None
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def _train_seed(experiment: RLExperiment, trainer, seed: int, out: Path, validation, show_progress: bool):
+    """Train one seed through `fit` (checkpointed, resumable, logged): `(result, per-seed record)`."""
+    from trading_jax.checkpoint import CheckpointConfig, Checkpointer
+    from trading_jax.logging import TensorBoardWriter
+    from trading_jax.loop import fit
+
+    val_name = f"val_{experiment.metric}"
+    start = time.perf_counter()
+    ckpt_dir = (out / "checkpoints" / f"seed_{seed}").resolve()
+    with Checkpointer(CheckpointConfig(str(ckpt_dir), save_every_steps=1, keep_best=1, best_metric=val_name,
+                                       mode="min" if experiment.lower_is_better else "max", keep_last=1)) as ckpt, \
+            TensorBoardWriter(out / "tensorboard" / f"seed_{seed}") as writer:
+        result = fit(trainer, jax.random.key(seed), checkpointer=ckpt, every=experiment.every_updates, writer=writer,
+                     show_progress=show_progress, evaluate=validation, desc=f"{experiment.name} seed {seed}")
+        jax.block_until_ready(result.params)
+        validation_curve = {step: m.get(val_name) for step, m in sorted(ckpt.metrics().items())}
+    seconds = time.perf_counter() - start
+    returns = np.asarray(result.metrics["episode_return"])
+    counts = np.asarray(result.metrics["episode_count"])
+    last = slice(max(0, len(returns) - max(1, len(returns) // 10)), None)
+    record = {"seed": seed, "seconds": seconds, "validation": validation_curve,
+              "failed": failed_reason(result, experiment.agent.failure_metric, trainer.unit),
+              "env_steps_per_s": trainer.total * trainer.samples_per_unit / seconds,
+              "final_train_episode_return": float((returns[last] * counts[last]).sum() / max(counts[last].sum(), 1))}
+    return result, record
+
+
+def run(experiment: RLExperiment, out_dir: str | Path, overwrite: bool = False,
+        show_progress: bool = True) -> tuple[str, bool]:
+    """Train the agent for every seed (checkpointed, resumable, logged), then evaluate it and the baselines
+    on the same held-out episodes; writes results.json and results.md.
+
+    Returns:
+        `(summary line, ok)`: ok is False when a seed FAILED (the table says why).
+    """
+    from trading_jax.evaluation.rollout import compare
+    from trading_jax.evaluation.stats import summarize
+    from trading_jax.rl import baselines as B
+
+    agent = experiment.agent
+    algorithm = agent.algorithm_module()
+    out = Path(out_dir)
+    config = experiment.config
+    with RunFolder(out, overwrite=overwrite) as folder:
+        files = file_fingerprints([experiment.data["path"]]) if experiment.data else []
+        env, train_params, val_params, eval_params, info = build_envs(experiment)
+        record = {k: v for k, v in dataclasses.asdict(experiment).items() if k not in ("seeds", "file")}
+        if folder.claim(record, {"files": files, **{k: v for k, v in info.items() if k != "source"}}) == "resume":
+            log.info("%s: resuming the run in %s", experiment.name, out)
+        try:
+            trainer = algorithm.make_trainer(config, env, train_params)
+        except TypeError as error:  # e.g. a network_kwargs key the network does not take
+            raise S.ConfigError(f"{experiment.file}: [{agent.table}] {error}") from None
+        validation = _validation(experiment, config, env, val_params)
+
+        baselines = {}  # built before training, so a bad [evaluation.baseline_kwargs] fails now, not after it
+        for name in experiment.baselines:
+            kwargs = dict(experiment.baseline_kwargs.get(name, {}))
+            try:
+                baselines[name] = B.make_baseline(experiment.env, name, env, eval_params, **kwargs)
+            except (TypeError, ValueError) as error:
+                raise S.ConfigError(f"{experiment.file}: [evaluation.baseline_kwargs.{name}] {error}") from None
+        per_seed, policies, failures = [], {}, []
+        for seed in progress(experiment.seeds, total=len(experiment.seeds), desc=f"{experiment.name} seeds",
+                             enabled=show_progress):
+            result, seed_record = _train_seed(experiment, trainer, seed, out, validation, show_progress)
+            per_seed.append(seed_record)
+            if seed_record["failed"]:
+                failures.append(seed_record)
+            else:
+                policies[f"{agent.name}_seed_{seed}"] = algorithm.as_policy(config, result, env, eval_params)  # greedy
+
+        policies.update(baselines)
+        n_actions = getattr(env.action_space(eval_params), "n", None)
+        rows = compare(env, eval_params, policies, jax.random.key(experiment.eval_seed), experiment.episodes,
+                       metrics=(_compare_metric(experiment, eval_params),), reference=experiment.reference,
+                       n_actions=int(n_actions) if isinstance(n_actions, (int, np.integer)) else None) if policies else []
+        label = experiment.metric
+        seed_means = [row[f"{label}_mean"] for row in rows if _is_agent_row(row, agent)]
+        across = summarize(seed_means, "per-seed means") if len(seed_means) > 1 else None
+        report = {"experiment": experiment.name, "status": FAILED if failures else "ok", "algorithm": agent.name,
+                  "failures": {s["seed"]: s["failed"] for s in failures}, "env": experiment.env,
+                  "env_kwargs": dict(experiment.env_kwargs), "data": info, agent.table: dataclasses.asdict(config),
+                  "seeds": per_seed, "evaluation": rows, f"{agent.name}_across_seeds": across, "metric": label,
+                  "lower_is_better": experiment.lower_is_better, "episodes": experiment.episodes}
+        write_results(out, report, results_table(experiment, info, rows, across, per_seed, failures))
+    if failures:
+        reasons = "; ".join(f"seed {s['seed']}: {s['failed']}" for s in failures)
+        return (f"{experiment.name}: {FAILED}: {reasons}; the table in {out / 'results.md'} says {FAILED}"), False
+    best = min if experiment.lower_is_better else max
+    best_baseline = best((r for r in rows if not _is_agent_row(r, agent)), key=lambda r: r[f"{label}_mean"],
+                         default=None)
+    agent_text = (f"{agent.label} {across['mean']:.4g} (95% CI over seeds {across['ci95_low']:.4g} .. "
+                  f"{across['ci95_high']:.4g})" if across else f"{agent.label} {seed_means[0]:.4g}")
+    base_text = (f"; best baseline {best_baseline['policy']} {best_baseline[f'{label}_mean']:.4g}"
+                 if best_baseline else "")
+    return (f"{experiment.name}: {label} on {experiment.episodes} held-out episodes: {agent_text}{base_text}; "
+            f"table in {out / 'results.md'}"), True
+
+
+def _is_agent_row(row: Mapping[str, Any], agent: Agent) -> bool:
+    return row["policy"].startswith(f"{agent.name}_seed_")
+
+
+def results_table(experiment: RLExperiment, info: dict, rows: list, across: dict | None, per_seed: list,
+                  failures: list = ()) -> str:
+    """Markdown: one row per policy (mean, std, 95% CI over episodes; paired difference vs the reference), the
+    agent's spread across seeds and each seed's training time and env-steps/s."""
+    label = experiment.metric
+    direction = "lower is better" if experiment.lower_is_better else "higher is better"
+    lines = [f"# {experiment.name}", "",
+             f"Env `{experiment.env}`; data: {info.get('source')}"
+             + (f"; train {info['train'][0]} .. {info['train'][1]}, test {info['test'][0]} .. {info['test'][1]}"
+                if "train" in info else "") + ".",
+             f"Metric `{label}` ({direction}) over the same {experiment.episodes} held-out episodes for every policy "
+             "(common random numbers); 95% Student-t intervals over episodes.", ""]
+    if info.get("test_bars") and info.get("episode_bars"):
+        independent = info["test_bars"] // info["episode_bars"]
+        lines += [f"Caveat: the {experiment.episodes} evaluation episodes start at random bars of a {info['test_bars']}-bar "
+                  f"test period, so they overlap: only about {independent} episodes of {info['episode_bars']} bars "
+                  "are disjoint. The intervals treat episodes as independent and are therefore too narrow; "
+                  "read them as a lower bound on the uncertainty.", ""]
+    if failures:
+        lines += [f"**{FAILED}**: " + "; ".join(f"seed {s['seed']}: {s['failed']}" for s in failures)
+                  + ". Failed seeds are left out of the rows below; do not read them as results.", ""]
+    if not rows:
+        return "\n".join(lines) + "\n"
+    head = "| policy | mean | std | 95% CI |"
+    sep = "| --- | --- | --- | --- |"
+    if experiment.reference:
+        head += f" paired diff vs {experiment.reference} [95% CI] |"
+        sep += " --- |"
+    shares = "action_share" in rows[0]
+    if shares:
+        head += " share of steps per action 0..n-1 |"
+        sep += " --- |"
+    lines += [head, sep]
+    for row in rows:
+        if row.get(f"{label}_nonfinite", 0):
+            line = f"| {row['policy']} | {FAILED} ({row[f'{label}_nonfinite']} non-finite episodes) | | |"
+        else:
+            line = (f"| {row['policy']} | {row[f'{label}_mean']:.4g} | {row[f'{label}_std']:.4g} | "
+                    f"{row[f'{label}_ci95_low']:.4g} .. {row[f'{label}_ci95_high']:.4g} |")
+        if experiment.reference:
+            line += (f" {row[f'{label}_diff_mean']:+.4g} [{row[f'{label}_diff_ci95_low']:.4g} .. "
+                     f"{row[f'{label}_diff_ci95_high']:.4g}] |")
+        if shares:
+            line += " " + " ".join(f"{x:.2f}" for x in row["action_share"]) + " |"
+        lines.append(line)
+    if across:
+        lines += ["", f"{experiment.agent.label} across {across['n']} training seeds (per-seed means): "
+                      f"{across['mean']:.4g}, 95% CI {across['ci95_low']:.4g} .. {across['ci95_high']:.4g}."]
+    lines += ["", "Training: " + ", ".join(f"seed {s['seed']}: {s['seconds']:.0f} s, "
+                                           f"{s['env_steps_per_s']:.3g} env-steps/s" for s in per_seed) + "."]
+    return "\n".join(lines) + "\n"
