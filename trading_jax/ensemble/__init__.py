@@ -7,6 +7,13 @@ heterogeneous groups of architectures, and the rules that combine their predicti
     pred, conf = confidence_weighted(probs, weights)
     act = confidence_mask(conf, 0.6) & agreement_filter(member_directions(probs), 0.7).mask
 
+RL agents (seed 003): a Thompson-sampling ensemble over agents, of one algorithm or several mixed:
+
+    members, policy_fn = mix_agents([(ppo_agents, ppo_policy_fn), (sac_agents, sac_policy_fn)], env, env_params,
+                                    names=("ppo", "sac"))
+    table = summarize_comparison(compare_agents(env, env_params, members, policy_fn, key, 200,
+                                                val_key=val_key, n_val_episodes=50))   # rows ppo_0, ..., sac_2
+
 Names are imported lazily, so `import trading_jax.ensemble` does not pull in JAX or Flax until used.
 """
 
@@ -26,6 +33,11 @@ _EXPORTS = {
     "member_directions": "combine", "Agreement": "combine", "agreement_filter": "combine",
     "confidence_mask": "combine", "abstain": "combine",
     "prediction_spread": "combine", "Uncertainty": "combine", "classification_uncertainty": "combine",
+    # RL agents: Thompson ensemble, FinRL's Sharpe pick, agents of several algorithms
+    "EnsembleResult": "agents", "episode_keys": "agents", "member_returns": "agents",
+    "evaluate_ensemble": "agents", "thompson_state_from_returns": "agents", "sharpe_ratios": "agents",
+    "pick_by_sharpe": "agents", "compare_agents": "agents", "summarize_comparison": "agents",
+    "MixedPolicyFn": "agents", "mix_agents": "agents",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -32,6 +32,17 @@ reset, market noise and policy noise), whoever acts: `member_returns` runs every
 episodes, so the ensemble's return on episode i, the member it chose, and every other member's return
 on episode i can be compared pair by pair (common random numbers; see `evaluation.rollout`).
 
+**Agents of several algorithms** (`mix_agents`): members must share one parameter structure and one
+`policy_fn`, so agents of different algorithms (PPO, SAC, TD3, DDPG, DQN: other params, other policy
+code) are first mixed into one such population:
+
+    members, policy_fn = mix_agents([(ppo_members, ppo_policy_fn), (sac_members, sac_policy_fn)],
+                                    env, env_params, names=("ppo", "sac"))
+    table = summarize_comparison(compare_agents(env, env_params, members, policy_fn, ...))  # rows ppo_0, ...
+
+Member k of the mix acts exactly as its group's policy on its own params (a `lax.switch` on its group),
+so every function here takes the mix unchanged.
+
 **FinRL's rule** (`pick_by_sharpe`): run every member on validation episodes, keep the member with the
 largest Sharpe ratio of its episode returns (mean / sample std, ddof 1, not annualised), and trade
 with it alone on the test episodes.
@@ -39,8 +50,9 @@ with it alone on the test episodes.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +60,7 @@ import numpy as np
 
 from trading_jax.ensemble import thompson
 from trading_jax.evaluation.stats import paired_difference, summarize
-from trading_jax.evaluation.rollout import default_max_steps, rollout
+from trading_jax.evaluation.rollout import RecurrentPolicy, default_max_steps, rollout
 
 Array = jax.Array
 
@@ -64,6 +76,8 @@ __all__ = [
     "pick_by_sharpe",
     "compare_agents",
     "summarize_comparison",
+    "MixedPolicyFn",
+    "mix_agents",
 ]
 
 
@@ -287,7 +301,8 @@ def compare_agents(env, env_params, members, policy_fn: Callable, key: Array, n_
 
     Returns:
         dict: "members" `[K, n]`, "thompson" `[n]`, "thompson_arms" `[n]`, "sharpe_pick" `[n]` (float64
-        NumPy), "picked" (int), "validation" `[K, n_val]`, "validation_sharpe" `[K]`, "reward_scale".
+        NumPy), "picked" (int), "validation" `[K, n_val]`, "validation_sharpe" `[K]`, "reward_scale";
+        and "labels" (K names, e.g. "ppo_0") when `policy_fn` has `labels` (a `mix_agents` mix).
     """
     val_params = env_params if val_env_params is None else val_env_params
     validation = member_returns(env, val_params, members, policy_fn, val_key, n_val_episodes, max_steps)
@@ -303,16 +318,33 @@ def compare_agents(env, env_params, members, policy_fn: Callable, key: Array, n_
                                  reward_scale=reward_scale)
     f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
     test = f64(test)
-    return {"members": test, "thompson": f64(ensemble.returns), "thompson_arms": np.asarray(ensemble.arms),
-            "sharpe_pick": test[picked], "picked": picked, "validation": f64(validation),
-            "validation_sharpe": f64(sharpe_ratios(validation)), "reward_scale": float(reward_scale)}
+    out = {"members": test, "thompson": f64(ensemble.returns), "thompson_arms": np.asarray(ensemble.arms),
+           "sharpe_pick": test[picked], "picked": picked, "validation": f64(validation),
+           "validation_sharpe": f64(sharpe_ratios(validation)), "reward_scale": float(reward_scale)}
+    labels = getattr(policy_fn, "labels", None)
+    if labels is not None:
+        out["labels"] = list(labels)
+    return out
 
 
-def summarize_comparison(comparison: Mapping[str, Any], reference: str = "thompson") -> list[dict[str, Any]]:
-    """Rows for a results table from `compare_agents`' output: one per member ("member_k"), "thompson"
-    and "sharpe_pick", each with the mean episode return, its std and 95% t-interval, and the paired
-    difference to `reference` over the same episodes (`diff_mean`, `diff_ci95_low`, `diff_ci95_high`)."""
-    series = {f"member_{k}": row for k, row in enumerate(comparison["members"])}
+def summarize_comparison(comparison: Mapping[str, Any], reference: str = "thompson",
+                         labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows for a results table from `compare_agents`' output: one per member, "thompson" and
+    "sharpe_pick", each with the mean episode return, its std and 95% t-interval, and the paired
+    difference to `reference` over the same episodes (`diff_mean`, `diff_ci95_low`, `diff_ci95_high`).
+
+    Members are named by `labels` (K distinct names, e.g. `mix_agents`' "ppo_0", "sac_1"), else by
+    `comparison["labels"]` when present, else "member_k"; `reference` may be any row's name.
+    """
+    k = len(comparison["members"])
+    if labels is None:
+        labels = comparison.get("labels")
+    if labels is None:
+        labels = [f"member_{j}" for j in range(k)]
+    labels = [str(name) for name in labels]
+    if len(labels) != k or len(set(labels)) != k or {"thompson", "sharpe_pick"} & set(labels):
+        raise ValueError(f"labels must be {k} distinct names other than 'thompson' and 'sharpe_pick'; got {labels}")
+    series = dict(zip(labels, comparison["members"]))
     series["thompson"] = comparison["thompson"]
     series["sharpe_pick"] = comparison["sharpe_pick"]
     if reference not in series:
@@ -325,3 +357,155 @@ def summarize_comparison(comparison: Mapping[str, Any], reference: str = "thomps
                      "ci95_high": s["ci95_high"], "diff_mean": d["mean"], "diff_ci95_low": d["ci95_low"],
                      "diff_ci95_high": d["ci95_high"]})
     return rows
+
+
+# ------------------------------------------------------------------------- agents of several algorithms
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedPolicyFn:
+    """The `policy_fn` of a `mix_agents` mix: one member of the mix -> its group's policy on its own params.
+
+    Hashable and compared by value (the groups' `policy_fn`s, names and sizes): it keys the compiled
+    programs like any `policy_fn`, and an equal mix reuses them.
+
+    Attributes:
+        policy_fns: the G groups' `policy_fn(member) -> policy`.
+        names: the G group names.
+        sizes: `K_g`, the members of each group.
+    """
+
+    policy_fns: tuple[Callable, ...]
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """K member names `NAME_j` (group name, index in the group), in the mix's order: "ppo_0", "ppo_1", "sac_0"."""
+        return tuple(f"{name}_{j}" for name, size in zip(self.names, self.sizes) for j in range(size))
+
+    def __call__(self, one):
+        """The policy of ONE member of the mix (`member(members, k)`, possibly traced): every group's policy
+        is built on that member's slot for the group, and each step runs `lax.switch(one["group"], ...)`.
+
+        With a scalar group index (the Thompson scan's chosen arm) only the member's own branch runs;
+        under `vmap` over members (`member_returns`) the switch becomes a select: every branch is computed
+        and the member's own is kept, so member k's actions are exactly its group's. A `RecurrentPolicy`
+        results when any group's policy is recurrent; its carry is the tuple of every group's carry (only
+        the member's own advances).
+        """
+        policies = tuple(fn(params) for fn, params in zip(self.policy_fns, one["params"]))
+        return _switch_policy(one["group"], policies, self.names)
+
+
+def _branch(i: int, policy) -> Callable:
+    """Group i's policy as `(obs, state, key, env_params, carries) -> (action, carries)`."""
+    if isinstance(policy, RecurrentPolicy):
+        def branch(obs, state, key, env_params, carries):
+            action, carry = policy.step(obs, state, key, env_params, carries[i])
+            return action, carries[:i] + (carry,) + carries[i + 1:]
+    else:
+        def branch(obs, state, key, env_params, carries):
+            return policy(obs, state, key, env_params), carries
+    return branch
+
+
+def _describe(action) -> str:
+    """`float32[1]`-style description of an abstract action (a pytree of them joined by ', ')."""
+    return ", ".join(f"{leaf.dtype}{list(leaf.shape)}" for leaf in jax.tree.leaves(action))
+
+
+def _check_actions(names, branches, args) -> None:
+    """Raise a one-line ValueError unless every branch returns an action of one structure, shape and dtype."""
+    actions = [jax.eval_shape(branch, *args)[0] for branch in branches]
+    kinds = [(jax.tree.structure(a), tuple((leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(a))) for a in actions]
+    for name, action, kind in zip(names[1:], actions[1:], kinds[1:]):
+        if kind != kinds[0]:
+            raise ValueError(f"mixed agents must return one action shape and dtype on this env: group {names[0]!r} "
+                             f"returns {_describe(actions[0])} but group {name!r} returns {_describe(action)}")
+
+
+def _switch_policy(group, policies: tuple, names: tuple):
+    """One policy acting as `policies[group]` at every step (see `MixedPolicyFn.__call__`)."""
+    branches = tuple(_branch(i, p) for i, p in enumerate(policies))
+
+    def step(obs, state, key, env_params, carries):
+        _check_actions(names, branches, (obs, state, key, env_params, carries))
+        return jax.lax.switch(group, branches, obs, state, key, env_params, carries)
+
+    if any(isinstance(p, RecurrentPolicy) for p in policies):
+        inits = tuple(p.initial_carry if isinstance(p, RecurrentPolicy) else tuple for p in policies)
+        return RecurrentPolicy(step, lambda: tuple(init() for init in inits))
+
+    def policy(obs, state, key, env_params):
+        return step(obs, state, key, env_params, ())[0]
+
+    return policy
+
+
+def mix_agents(groups: Sequence[tuple[Any, Callable]], env=None, env_params=None, *,
+               names: Sequence[str] | None = None) -> tuple[dict[str, Any], MixedPolicyFn]:
+    """Agents of several algorithms as ONE population for `member_returns`, `evaluate_ensemble`,
+    `compare_agents` and `summarize_comparison` (seed 003's PPO + SAC + TD3 + Rainbow ensemble).
+
+    Each group is one algorithm's agents: members `[K_g, ...]` with one param structure and their
+    `policy_fn`. The mix has `K = sum_g K_g` members in group order (group 0's members first); member
+    `k`, the `j`-th of group `g`, acts exactly as `policy_fn_g(member(members_g, j))`.
+
+    Layout: every group's params are gathered to a `[K, ...]` slot, `params[g][k] = members_g[j]` for
+    the members of group g and `members_g[0]` (a placeholder, never acted with) for the others, so the
+    mix costs `K * sum_g |theta_g|` parameters: fine for the small networks of trading agents.
+
+    Args:
+        groups: G pairs `(members_g, policy_fn_g)`, e.g. `(rl.ppo.train_agents(...),
+            rl.ppo.ppo_policy_fn(config, env, env_params))`; the policies act on the same env and
+            return actions of one shape and dtype. `RecurrentPolicy` groups are supported.
+        env, env_params: optional (env_params default `env.default_params`): every group's policy is
+            traced on the env's observation (`jax.eval_shape`: nothing runs), so groups whose actions
+            differ fail here; without `env` the same check runs when the policy is first traced.
+        names: G distinct group names (default "group0", "group1", ...): the members' labels are
+            `NAME_j` (`policy_fn.labels`), which `compare_agents` and `summarize_comparison` use.
+
+    Returns:
+        `(members, policy_fn)`: members a dict with "group" `[K]` int32 (g), "index" `[K]` int32 (j) and
+        "params" (a G-tuple of the groups' params, leaves `[K, ...]`); policy_fn a `MixedPolicyFn`
+        (hashable; build the mix once and reuse it, it keys the compilation).
+
+    Raises:
+        ValueError: no groups, a group that is not a `(members, policy_fn)` pair or whose leaves lack
+            one leading member axis, names not G distinct strings, or groups returning different actions.
+    """
+    groups = list(groups)
+    if not groups:
+        raise ValueError("mix_agents needs at least one (members, policy_fn) group")
+    names = tuple(f"group{g}" for g in range(len(groups))) if names is None else tuple(str(n) for n in names)
+    if len(names) != len(groups) or len(set(names)) != len(names):
+        raise ValueError(f"names must be {len(groups)} distinct names, one per group; got {list(names)}")
+    sizes = []
+    for name, group in zip(names, groups):
+        if not (isinstance(group, (tuple, list)) and len(group) == 2 and callable(group[1])):
+            raise ValueError(f"group {name!r} must be a (members, policy_fn) pair")
+        try:
+            sizes.append(n_members(group[0]))
+        except ValueError as error:
+            raise ValueError(f"group {name!r}: {error}") from None
+    group_of = np.repeat(np.arange(len(groups), dtype=np.int32), sizes)
+    index = np.concatenate([np.arange(size, dtype=np.int32) for size in sizes])
+    params = tuple(
+        jax.tree.map(lambda a, slot=np.where(group_of == g, index, 0): jnp.asarray(a)[slot], members_g)
+        for g, (members_g, _) in enumerate(groups)
+    )
+    members = {"group": jnp.asarray(group_of), "index": jnp.asarray(index), "params": params}
+    policy_fn = MixedPolicyFn(tuple(fn for _, fn in groups), names, tuple(sizes))
+    if env is not None:
+        env_params = env.default_params if env_params is None else env_params
+
+        def first_action(members, env_params):
+            obs, state = env.reset(jax.random.key(0), env_params)
+            policy = policy_fn(member(members, 0))
+            if isinstance(policy, RecurrentPolicy):
+                return policy.step(obs, state, jax.random.key(1), env_params, policy.initial_carry())[0]
+            return policy(obs, state, jax.random.key(1), env_params)
+
+        jax.eval_shape(first_action, members, env_params)
+    return members, policy_fn
