@@ -199,7 +199,8 @@ class OffPolicyResult(NamedTuple):
         obs_norm: the observation normaliser's `NormalizerState` (unused when `normalize_observations=False`).
         metrics: dict of per-iteration `[num_iterations]` float32 arrays: `BASE_METRICS` ("episode_return":
             mean raw return of the episodes completed during the iteration, 0 when none; "episode_count";
-            "episode_length"; "buffer_size") and the agent's update metrics (means over the iteration).
+            "episode_length"; "buffer_size") and the agent's update metrics (means over the iteration's gradient
+            steps that computed them: TD3's delayed actor loss averages its actor steps only).
         learner: the whole learner state (critics, target networks, optimiser states, temperature).
     """
 
@@ -368,7 +369,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
                      stats[2] + jnp.sum(donef * ep_len.astype(jnp.float32)))
             ep_ret = jnp.where(done, 0.0, ep_ret)
             ep_len = jnp.where(done, 0, ep_len)
-            metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+            metrics = {k: jnp.nanmean(v) for k, v in metrics.items()}  # NaN: no such step (TD3's delayed actor)
             return (learner, buf, window, env_state, next_obs, obs_norm, ep_ret, ep_len, stats), metrics
 
         zero = jnp.zeros((), jnp.float32)
@@ -377,7 +378,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
         carry, metrics = jax.lax.scan(env_step, carry, (jnp.arange(T, dtype=jnp.float32), jax.random.split(key, T)))
         learner, buf, window, env_state, obs, obs_norm, ep_ret, ep_len, stats = carry
         count = stats[1]
-        record = {k: jnp.mean(v) for k, v in metrics.items()}
+        record = {k: jnp.nanmean(v) for k, v in metrics.items()}
         record.update(episode_return=jnp.where(count > 0, stats[0] / jnp.maximum(count, 1.0), 0.0),
                       episode_count=count,
                       episode_length=jnp.where(count > 0, stats[2] / jnp.maximum(count, 1.0), 0.0),

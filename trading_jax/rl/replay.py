@@ -146,8 +146,9 @@ def make_buffer(capacity: int, batch_size: int, prioritized: bool = False, prior
 
     if int(batch_size) > int(capacity):
         raise ValueError(f"batch_size={batch_size} is larger than the buffer's capacity {capacity}")
+    min_length = int(batch_size)
     if prioritized:
-        inner = fbx.make_prioritised_item_buffer(max_length=int(capacity), min_length=int(batch_size),
+        inner = fbx.make_prioritised_item_buffer(max_length=int(capacity), min_length=min_length,
                                                  sample_batch_size=int(batch_size), add_batches=True,
                                                  priority_exponent=float(priority_exponent), device=_sum_tree_device())
 
@@ -157,7 +158,7 @@ def make_buffer(capacity: int, batch_size: int, prioritized: bool = False, prior
 
         set_priorities = inner.set_priorities
     else:
-        inner = fbx.make_item_buffer(max_length=int(capacity), min_length=int(batch_size),
+        inner = fbx.make_item_buffer(max_length=int(capacity), min_length=min_length,
                                      sample_batch_size=int(batch_size), add_batches=True)
 
         def sample(state, key):
