@@ -33,8 +33,9 @@ the config's own `validate()`. The run folder is locked and fingerprinted (`trad
 seed whose training loss (`Agent.failure_metric`) is NaN in every unit, or whose final params are not
 finite, makes the run FAILED (its table says so; the command exits non-zero).
 
-Synthetic environments are held out by key: training and evaluation draw different random episodes
-(and, for the execution env, different order-book noise). Every policy, the agent of each seed
+Synthetic environments are held out too: the trading and portfolio envs replay a fixed bank of synthetic
+paths, so validation and the table replay two other banks (other seeds); the execution env draws its
+order-book noise afresh, so other keys suffice. Every policy, the agent of each seed
 (`<algorithm>_seed_<k>`) and each baseline, is evaluated on the SAME evaluation episodes (common random
 numbers), so paired differences are tight. The table reports per-episode means with 95% t-intervals, and
 for the agent also the spread across training seeds (a t-interval over the per-seed means).
@@ -232,20 +233,19 @@ PPO_CHECKS = {
 OFFPOLICY_CHECKS = {
     "num_envs": S.at_least(1), "total_timesteps": S.at_least(1), "steps_per_iteration": S.at_least(1),
     "learning_starts": S.at_least(0), "buffer_size": S.at_least(1), "batch_size": S.at_least(1),
-    "gradient_steps": S.at_least(1), "gamma": S.in_interval(0, 1, low_open=True),
-    "tau": S.in_interval(0, 1, low_open=True), "n_step": S.at_least(1), "reward_scale": S.positive,
-    "lr": S.positive, "actor_lr": S.positive, "critic_lr": S.positive, "max_grad_norm": S.positive,
-    "obs_clip": S.positive, "priority_alpha": S.non_negative, "priority_beta": S.in_interval(0, 1),
-    "priority_eps": S.positive, "adam_eps": S.positive,
+    "gradient_steps": S.at_least(1), "gamma": S.in_interval(0, 1, low_open=True), "tau": S.in_interval(0, 1),
+    "n_step": S.at_least(1), "priority_exponent": S.in_interval(0, 1), "importance_exponent": S.in_interval(0, 1),
+    "priority_eps": S.positive, "reward_scale": S.positive, "obs_clip": S.positive, "lr": S.positive,
 }
-SAC_CHECKS = {**OFFPOLICY_CHECKS, "alpha_lr": S.positive, "initial_alpha": S.positive, "target_entropy": S.finite,
-              "policy_delay": S.at_least(1), "target_update_interval": S.at_least(1)}
-TD3_CHECKS = {**OFFPOLICY_CHECKS, "policy_delay": S.at_least(1), "policy_noise": S.non_negative,
-              "noise_clip": S.non_negative, "exploration_noise": S.non_negative}
-DDPG_CHECKS = {**OFFPOLICY_CHECKS, "exploration_noise": S.non_negative}
-DQN_CHECKS = {**OFFPOLICY_CHECKS, "target_update_interval": S.at_least(1), "exploration_initial_eps": S.in_interval(0, 1),
-              "exploration_final_eps": S.in_interval(0, 1), "exploration_fraction": S.in_interval(0, 1),
-              "n_atoms": S.at_least(1)}
+SAC_CHECKS = {**OFFPOLICY_CHECKS, "init_alpha": S.positive, "target_entropy": S.finite,
+              "target_update_interval": S.at_least(1)}
+TD3_CHECKS = {**OFFPOLICY_CHECKS, "action_noise": S.non_negative, "target_policy_noise": S.non_negative,
+              "target_noise_clip": S.non_negative, "policy_delay": S.at_least(1)}
+DDPG_CHECKS = {**OFFPOLICY_CHECKS, "action_noise": S.non_negative}
+DQN_CHECKS = {**OFFPOLICY_CHECKS, "n_atoms": S.at_least(1), "v_min": S.finite, "v_max": S.finite,
+              "exploration_initial_eps": S.in_interval(0, 1), "exploration_final_eps": S.in_interval(0, 1),
+              "exploration_fraction": S.in_interval(0, 1, low_open=True), "target_update_interval": S.at_least(1),
+              "max_grad_norm": S.positive}
 
 AGENTS: dict[str, Agent] = {
     "ppo": Agent("ppo", "PPO", "ppo", "trading_jax.rl.ppo:PPOConfig", "trading_jax.rl.ppo", PPO_CHECKS,
@@ -293,20 +293,31 @@ def check_env_kwargs(env_name: str, kwargs: Mapping[str, Any], file) -> None:
             raise S.ConfigError(f"{file}: [env.kwargs] {key} = {value!r}: expected a finite number >= 0 (a cost)")
 
 
+# Network fields the algorithms set themselves (from the env's action space, or fixed by the algorithm).
+_SET_BY_ALGORITHM = {"parent", "name", "action_dim", "discrete", "n_critics"}
+
+
 def check_network(config, table: str, file) -> None:
-    """[table] network, network_preset and [table.network_kwargs] name a registered network, one of its
-    presets and its fields (every field of the Flax module but those the algorithm sets from the env)."""
+    """[table] network (and critic_network, any `*_network` field), network_preset and [table.network_kwargs]
+    name registered networks, a preset of each, and fields every one of them takes (the algorithms pass
+    `network_kwargs` to each of their networks): all the Flax modules' fields but those the algorithm sets
+    (`action_dim`, `discrete`, `n_critics`)."""
     from trading_jax.models import available, create
 
     models = available()
-    name = getattr(config, "network_name", config.network)
-    if name not in models:
-        S.check_keys({config.network: None}, models, file, table)
-    if config.network_preset is not None and config.network_preset not in models[name]:
-        raise S.ConfigError(f"{file}: [{table}] network_preset = {config.network_preset!r}: network {name!r} has "
-                            f"presets {', '.join(models[name]) or '(none)'}")
-    module = create(name, config.network_preset, action_dim=1)
-    fields = {f.name for f in dataclasses.fields(type(module))} - {"parent", "name", "action_dim", "discrete"}
+    names = {"network": getattr(config, "network_name", config.network)}
+    names.update({f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                  if f.name.endswith("_network") and isinstance(getattr(config, f.name), str)})
+    fields = None
+    for field, name in names.items():
+        if name not in models:
+            S.check_keys({getattr(config, field): None}, models, file, table)
+        if config.network_preset is not None and config.network_preset not in models[name]:
+            raise S.ConfigError(f"{file}: [{table}] network_preset = {config.network_preset!r}: network {name!r} has "
+                                f"presets {', '.join(models[name]) or '(none)'}")
+        module = create(name, config.network_preset, action_dim=1)
+        own = {f.name for f in dataclasses.fields(type(module))} - _SET_BY_ALGORITHM
+        fields = own if fields is None else fields & own
     S.check_keys(dict(config.network_kwargs), fields, file, f"{table}.network_kwargs")
 
 
@@ -321,6 +332,10 @@ def load(raw: dict, file, algorithm: str | None = None) -> RLExperiment:
         raise S.ConfigError(f"{file}: algorithm = {algorithm!r}: expected one of {', '.join(AGENTS)}")
     agent = AGENTS[algorithm]
     table = agent.table
+    for other in AGENTS.values():
+        if other.table != table and other.table in raw:
+            raise S.ConfigError(f"{file}: [{other.table}] is the table of algorithm = {other.name!r}, but the file has "
+                                f"algorithm = {algorithm!r}: name its settings [{table}]")
     S.check_keys(raw, {"algorithm", "name", "seeds", "env", table, "evaluation"}, file, "")
     for key in ("env", table, "evaluation"):
         if key in raw and not isinstance(raw[key], dict):
@@ -375,15 +390,39 @@ def load(raw: dict, file, algorithm: str | None = None) -> RLExperiment:
 # ------------------------------------------------------------------------------------ environments and metrics
 
 
+def _held_out_banks(env_name: str, kwargs: Mapping[str, Any]) -> tuple[dict, dict, str] | None:
+    """Factory arguments of a validation and a test market bank different from the training one, for a
+    synthetic env that replays a fixed bank of paths (trading: `seed`, portfolio: `key`); None for an env
+    that draws its market afresh in every episode (execution), where a different key already holds out."""
+    from trading_jax import envs
+
+    names = inspect.signature(envs.factory(env_name)).parameters
+    if "seed" in names:
+        seed = int(kwargs.get("seed", names["seed"].default))
+        return {"seed": seed + 1}, {"seed": seed + 2}, f"seed {seed}, {seed + 1} and {seed + 2}"
+    if "key" in names and "key" not in kwargs:
+        return ({"key": jax.random.key(1)}, {"key": jax.random.key(2)},
+                "jax.random.key(0), key(1) and key(2)")
+    return None
+
+
 def build_envs(experiment: RLExperiment):
     """`(env, train_params, val_params, test_params, info)`: replayed train/validation/test splits of real
-    data, or one synthetic environment whose validation and test episodes differ from the training ones
-    by key."""
+    data; or a synthetic environment whose validation and test episodes are held out: drawn from other
+    market banks (trading, portfolio: a bank of paths is replayed, so another key alone would replay the
+    training paths), or with other keys (execution: every episode's market is new)."""
     from trading_jax.envs import make
 
     if not experiment.data:
         env, params = make(experiment.env, **experiment.env_kwargs)
-        return env, params, params, params, {"source": "synthetic (held out by key)"}
+        banks = _held_out_banks(experiment.env, experiment.env_kwargs)
+        if banks is None:
+            return env, params, params, params, {"source": "synthetic (held out by key)"}
+        val_kwargs, test_kwargs, which = banks
+        _, val_params = make(experiment.env, **{**experiment.env_kwargs, **val_kwargs})
+        _, test_params = make(experiment.env, **{**experiment.env_kwargs, **test_kwargs})
+        return env, params, val_params, test_params, {
+            "source": f"synthetic; training, validation and test episodes replay three different market banks ({which})"}
     from trading_jax.data import chronological_split, load_ohlcv
 
     spec = experiment.data
