@@ -514,6 +514,7 @@ def _train_seed(experiment: RLExperiment, trainer, seed: int, out: Path, validat
     with Checkpointer(CheckpointConfig(str(ckpt_dir), save_every_steps=1, keep_best=1, best_metric=val_name,
                                        mode="min" if experiment.lower_is_better else "max", keep_last=1)) as ckpt, \
             TensorBoardWriter(out / "tensorboard" / f"seed_{seed}") as writer:
+        resumed = ckpt.latest_step() or 0
         result = fit(trainer, jax.random.key(seed), checkpointer=ckpt, every=experiment.every_updates, writer=writer,
                      show_progress=show_progress, evaluate=validation, desc=f"{experiment.name} seed {seed}")
         jax.block_until_ready(result.params)
@@ -522,9 +523,11 @@ def _train_seed(experiment: RLExperiment, trainer, seed: int, out: Path, validat
     returns = np.asarray(result.metrics["episode_return"])
     counts = np.asarray(result.metrics["episode_count"])
     last = slice(max(0, len(returns) - max(1, len(returns) // 10)), None)
-    record = {"seed": seed, "seconds": seconds, "validation": validation_curve,
+    trained = trainer.total - min(resumed, trainer.total)  # units trained by this call (0: all restored)
+    record = {"seed": seed, "seconds": seconds, "validation": validation_curve, "unit": trainer.unit,
+              "resumed_from": resumed,
               "failed": failed_reason(result, experiment.agent.failure_metric, trainer.unit),
-              "env_steps_per_s": trainer.total * trainer.samples_per_unit / seconds,
+              "env_steps_per_s": trained * trainer.samples_per_unit / seconds if trained else None,
               "final_train_episode_return": float((returns[last] * counts[last]).sum() / max(counts[last].sum(), 1))}
     return result, record
 
@@ -654,6 +657,15 @@ def results_table(experiment: RLExperiment, info: dict, rows: list, across: dict
     if across:
         lines += ["", f"{experiment.agent.label} across {across['n']} training seeds (per-seed means): "
                       f"{across['mean']:.4g}, 95% CI {across['ci95_low']:.4g} .. {across['ci95_high']:.4g}."]
-    lines += ["", "Training: " + ", ".join(f"seed {s['seed']}: {s['seconds']:.0f} s, "
-                                           f"{s['env_steps_per_s']:.3g} env-steps/s" for s in per_seed) + "."]
+    lines += ["", "Training: " + ", ".join(_training_text(s) for s in per_seed) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _training_text(seed: Mapping[str, Any]) -> str:
+    """"seed 0: 75 s, 1.35e+03 env-steps/s", with "(resumed at iteration 40)" after a restart (the rate counts the
+    units trained since), or "seed 0: restored from its last checkpoint (iteration 80), not retrained"."""
+    unit = seed.get("unit", "unit")
+    if seed["env_steps_per_s"] is None:
+        return f"seed {seed['seed']}: restored from its last checkpoint ({unit} {seed['resumed_from']}), not retrained"
+    resumed = f" (resumed at {unit} {seed['resumed_from']})" if seed.get("resumed_from") else ""
+    return f"seed {seed['seed']}: {seed['seconds']:.0f} s{resumed}, {seed['env_steps_per_s']:.3g} env-steps/s"
