@@ -118,8 +118,8 @@ def test_a_sac_update_regresses_on_the_soft_target_and_moves_targets_by_polyak_a
                               next_obs=jax.random.normal(jax.random.key(2), (5, 3)))
     key = jax.random.key(3)
     new, metrics, td = jax.jit(agent.update)(learner, batch, jnp.ones(5), key, hp, 0.0)
-    # the same draws by hand: key -> (alpha key, next-action key, actor key)
-    _, k_next, _ = jax.random.split(key, 3)
+    # the same draws by hand: key -> (next-action key, actor key)
+    k_next, _ = jax.random.split(key)
     actor, critic = agent.model, sac._networks(config, 1)[1]
     out = actor.apply({"params": learner.actor}, batch.next_obs)
     u = out["mean"] + jnp.exp(out["log_std"]) * jax.random.normal(k_next, out["mean"].shape)
@@ -158,14 +158,15 @@ def test_td3_moves_its_actor_and_targets_only_every_policy_delay_steps():
 
 # ------------------------------------------------------------------------------- learning on Pendulum
 
-PENDULUM = dict(num_envs=1, total_timesteps=6000, steps_per_iteration=200, learning_starts=200, batch_size=128,
+PENDULUM = dict(num_envs=1, total_timesteps=8000, steps_per_iteration=200, learning_starts=200, batch_size=128,
                 network_kwargs={"hidden": [64, 64]}, lr=1e-3, normalize_observations=False, buffer_size=10_000)
 
 
 @pytest.mark.parametrize("module, config", [(sac, sac.SACConfig), (td3, td3.TD3Config), (ddpg, ddpg.DDPGConfig)])
-def test_each_continuous_agent_learns_pendulum_within_6000_steps(module, config):
-    # random actions score about -1,200 per 200-step episode; a swing-up policy scores about -150. With seed 0,
-    # SAC, TD3 and DDPG reach about -145, -180 and -140 on 16 greedy evaluation episodes after 6,000 steps.
+def test_each_continuous_agent_learns_pendulum_within_8000_steps(module, config):
+    # random actions score about -1,200 per 200-step episode; a swing-up policy scores about -150. After 8,000 steps
+    # seeds 0 and 1 reach -150 .. -230 on 16 greedy evaluation episodes (TD3, whose actor moves every other step,
+    # is the slowest: still about -1,000 after 6,000 steps).
     env, params = gymnax.make("Pendulum-v1")
     cfg = config(**PENDULUM)
     result = module.make_train(cfg, env, params)(jax.random.key(0))

@@ -1,10 +1,20 @@
-"""Reinforcement learning in pure JAX: one module per algorithm (`ppo` first) and the pieces they share,
-each in a module named for what it is: `gae` (advantages), `losses` (policy-gradient losses),
-`distributions` (action distributions), `normalizers` (observation / reward normalisers), `evaluation`
-(vectorised rollouts and statistics), `baselines`.
+"""Reinforcement learning in pure JAX: one module per algorithm and the pieces they share, each in a module
+named for what it is.
+
+Algorithms: `ppo` (on-policy), and on the shared off-policy loop `offpolicy`: `sac`, `td3`, `ddpg` and `dqn`
+(double, dueling, n-step, prioritised, C51). Each has `make_train(config) -> train(key)`, `make_trainer` (a
+`trading_jax.loop.FunctionTrainer`: fit, checkpoints, logs, populations), `make_policy`, `as_policy`,
+`evaluate` and `train_agents`.
+
+Shared pieces: `gae` (advantages), `losses` (policy-gradient losses), `distributions` (action distributions),
+`normalizers` (observation / reward normalisers), `replay` (flashbax buffers, n-step transitions), `targets`
+(Bellman targets, SAC/TD3 losses, Polyak averaging, importance weights), `distributional` (C51),
+`deterministic` (the DPG learner of TD3 and DDPG), `evaluation` (vectorised rollouts and statistics), `baselines`.
 
     from trading_jax.rl import PPOConfig, make_train
     result = make_train(PPOConfig(env="trading", total_timesteps=2**20))(jax.random.key(0))
+    from trading_jax.rl import sac
+    result = sac.make_train(sac.SACConfig(env="portfolio", total_timesteps=50_000))(jax.random.key(0))
 """
 
 from trading_jax._lazy import lazy_exports
@@ -37,6 +47,15 @@ _EXPORTS = {
     "rollout_episodes": "evaluation",
     "rollout_many": "evaluation",
     "compare": "evaluation",
+    "OffPolicyConfig": "offpolicy",
+    "OffPolicyResult": "offpolicy",
+    "SACConfig": "sac",
+    "TD3Config": "td3",
+    "DDPGConfig": "ddpg",
+    "DQNConfig": "dqn",
+    "Transition": "replay",
+    "make_buffer": "replay",
+    "polyak_update": "targets",
     "summarize": "evaluation",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

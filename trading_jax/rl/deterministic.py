@@ -175,4 +175,5 @@ def build_dpg_agent(config, env, env_params, n_critics: int, smooth_target: bool
 
     return offpolicy.Agent(init=init, explore=explore, update=update, act=act, acting_params=lambda s: s.actor,
                            to_env=to_env, random_action=random_action, action_shape=shape, action_dtype=jnp.float32,
-                           metric_names=METRIC_NAMES, model=actor)
+                           metric_names=METRIC_NAMES, model=actor,
+                           sparse_metrics=("actor_loss",) if policy_delay > 1 else ())

@@ -169,6 +169,9 @@ class Agent(NamedTuple):
         action_shape, action_dtype: of the stored actions.
         metric_names: names of `update`'s metrics (means over an iteration's gradient steps are logged).
         model: the main network (for callers).
+        sparse_metrics: metrics that are NaN on the gradient steps that do not compute them (TD3's delayed
+            actor loss): averaged over the steps that do. Every other metric is a plain mean, so a loss that
+            turns NaN in one step makes its iteration's record NaN.
     """
 
     init: Callable
@@ -182,6 +185,7 @@ class Agent(NamedTuple):
     action_dtype: Any
     metric_names: tuple
     model: Any = None
+    sparse_metrics: tuple = ()
 
 
 class PolicyParams(NamedTuple):
@@ -200,7 +204,7 @@ class OffPolicyResult(NamedTuple):
         metrics: dict of per-iteration `[num_iterations]` float32 arrays: `BASE_METRICS` ("episode_return":
             mean raw return of the episodes completed during the iteration, 0 when none; "episode_count";
             "episode_length"; "buffer_size") and the agent's update metrics (means over the iteration's gradient
-            steps that computed them: TD3's delayed actor loss averages its actor steps only).
+            steps; TD3's delayed actor loss over its actor steps only).
         learner: the whole learner state (critics, target networks, optimiser states, temperature).
     """
 
@@ -274,7 +278,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
     n_iter, warm, n = config.num_iterations, config.warmup_steps, config.n_step
     normalize = _normalizer(config)
     obs_size = int(np.prod(env.observation_space(env_params).shape))
-    buffer = replay.make_buffer(config.buffer_size, config.batch_size, config.prioritized, config.priority_exponent)
+    buffer = replay.make_buffer(config.buffer_size, config.batch_size, config.prioritized, config.priority_exponent, E)
     metric_names = BASE_METRICS + tuple(agent.metric_names)
     total_steps = float(n_iter * T)
 
@@ -328,21 +332,46 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
             iteration=jnp.zeros((), jnp.int32), hparams=hp,
             metrics={name: jnp.zeros((n_iter,), jnp.float32) for name in metric_names})
 
-    # ---- one gradient step
-    def gradient_step(carry, k, obs_norm, hp, progress):
-        learner, buf = carry
-        k_sample, k_update = jax.random.split(k)
-        batch, indices, probabilities = buffer.sample(buf, k_sample)
+    # ---- gradient steps
+    def prepare(batch, probabilities, buf, obs_norm, progress):
+        """Normalise a sampled batch's observations with the CURRENT moments; its importance weights."""
         batch = batch._replace(obs=normalize(obs_norm, batch.obs), next_obs=normalize(obs_norm, batch.next_obs))
         if config.prioritized:
             beta = linear_schedule(config.importance_exponent, 1.0, progress)
-            weights = importance_weights(probabilities, replay.buffer_size(buf), beta)
-        else:
-            weights = jnp.ones((config.batch_size,), jnp.float32)
-        learner, metrics, td_abs = agent.update(learner, batch, weights, k_update, hp, progress)
-        if config.prioritized:
+            return batch, importance_weights(probabilities, replay.buffer_size(buf), beta)
+        return batch, jnp.ones((config.batch_size,), jnp.float32)
+
+    def gradient_steps(learner, buf, key, obs_norm, hp, progress):
+        """`G` gradient steps: `(learner, buf, metrics [G])`. Uniform replay draws the G batches first, outside
+        the loop of updates (a buffer read inside a loop that follows its insert gets copied whole on every env
+        step); prioritised replay samples each batch after the previous step's priority update."""
+        keys = jax.random.split(key, G)
+        if not config.prioritized:
+            batches, _, probabilities = jax.vmap(lambda k: buffer.sample(buf, jax.random.split(k)[0]))(keys)
+
+            def body(learner, xs):
+                batch, probs, k = xs
+                batch, weights = prepare(batch, probs, buf, obs_norm, progress)
+                learner, metrics, _ = agent.update(learner, batch, weights, jax.random.split(k)[1], hp, progress)
+                return learner, metrics
+
+            learner, metrics = jax.lax.scan(body, learner, (batches, probabilities, keys))
+            return learner, buf, metrics
+
+        def body_prioritised(carry, k):
+            learner, buf = carry
+            k_sample, k_update = jax.random.split(k)
+            batch, indices, probabilities = buffer.sample(buf, k_sample)
+            batch, weights = prepare(batch, probabilities, buf, obs_norm, progress)
+            learner, metrics, td_abs = agent.update(learner, batch, weights, k_update, hp, progress)
             buf = buffer.set_priorities(buf, indices, jnp.abs(td_abs) + config.priority_eps)
-        return (learner, buf), metrics
+            return (learner, buf), metrics
+
+        (learner, buf), metrics = jax.lax.scan(body_prioritised, (learner, buf), keys)
+        return learner, buf, metrics
+
+    def mean_of(name, values):
+        return jnp.nanmean(values) if name in agent.sparse_metrics else jnp.mean(values)
 
     # ---- one iteration
     def _iteration(state: OffPolicyState, env_params) -> OffPolicyState:
@@ -359,9 +388,10 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
             action = agent.explore(learner, normalize(obs_norm, obs), k_act, hp, progress)
             next_obs, env_state, reward, term, done, final = env_transition(env_state, obs, action, k_env, env_params)
             window = push(window, obs, action, reward, term, done, final)
-            buf = buffer.add(buf, replay.n_step_transition(window, hp.gamma))
-            (learner, buf), metrics = jax.lax.scan(
-                lambda c, kk: gradient_step(c, kk, obs_norm, hp, progress), (learner, buf), jax.random.split(k_learn, G))
+            # the barrier keeps XLA from fusing the insert into the sampling gathers, which would keep the old
+            # ring alive beside the new one: a copy of the whole buffer on every env step
+            buf = jax.lax.optimization_barrier(buffer.add(buf, replay.n_step_transition(window, hp.gamma)))
+            learner, buf, metrics = gradient_steps(learner, buf, k_learn, obs_norm, hp, progress)
             ep_ret = ep_ret + reward
             ep_len = ep_len + 1
             donef = done.astype(jnp.float32)
@@ -369,7 +399,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
                      stats[2] + jnp.sum(donef * ep_len.astype(jnp.float32)))
             ep_ret = jnp.where(done, 0.0, ep_ret)
             ep_len = jnp.where(done, 0, ep_len)
-            metrics = {k: jnp.nanmean(v) for k, v in metrics.items()}  # NaN: no such step (TD3's delayed actor)
+            metrics = {k: mean_of(k, v) for k, v in metrics.items()}
             return (learner, buf, window, env_state, next_obs, obs_norm, ep_ret, ep_len, stats), metrics
 
         zero = jnp.zeros((), jnp.float32)
@@ -378,7 +408,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
         carry, metrics = jax.lax.scan(env_step, carry, (jnp.arange(T, dtype=jnp.float32), jax.random.split(key, T)))
         learner, buf, window, env_state, obs, obs_norm, ep_ret, ep_len, stats = carry
         count = stats[1]
-        record = {k: jnp.nanmean(v) for k, v in metrics.items()}
+        record = {k: mean_of(k, v) for k, v in metrics.items()}
         record.update(episode_return=jnp.where(count > 0, stats[0] / jnp.maximum(count, 1.0), 0.0),
                       episode_count=count,
                       episode_length=jnp.where(count > 0, stats[2] / jnp.maximum(count, 1.0), 0.0),

@@ -10,14 +10,15 @@ The loop (warm-up, env steps, replay, n-step returns, prioritised replay, trunca
 `trading_jax.rl.offpolicy`'s. One gradient step on a batch `(s, a, r, b, s')` (`b` the bootstrap multiplier:
 `gamma^n`, or 0 after a termination), in SB3's order:
 
-1. **Temperature** (`learn_alpha`): `a~ ~ pi(.|s)`, `L(log alpha) = -mean(log alpha * (log pi(a~|s) + H))` with
-   `H = target_entropy` (default `-dim(A)`); the critic and actor steps use `alpha = exp(log alpha)` from
-   BEFORE this step.
-2. **Critics** (twin, `critic_ensemble` with 2 heads): `a' ~ pi(.|s')`,
+1. **Critics** (twin, `critic_ensemble` with 2 heads): `a' ~ pi(.|s')`,
    `y = r + b * (min(Q'1, Q'2)(s', a') - alpha log pi(a'|s'))` with the target critics `Q'`, and
    `L = 0.5 * sum_i mean(w (Q_i(s, a) - y)^2)` (`w`: importance weights). Priorities: `mean_i |Q_i - y|`.
-3. **Actor**: `a ~ pi(.|s)` reparameterised, `L = mean(alpha log pi(a|s) - min_i Q_i(s, a))` with the critics
+2. **Actor**: `a ~ pi(.|s)` reparameterised, `L = mean(alpha log pi(a|s) - min_i Q_i(s, a))` with the critics
    just updated.
+3. **Temperature** (`learn_alpha`): `L(log alpha) = -mean(log alpha * (log pi(a|s) + H))` on the actor step's
+   sample `a` (drawn from the actor before its update: SB3 draws the same sample before its critic step and
+   uses it for both) with `H = target_entropy` (default `-dim(A)`). Critics and actor use `alpha = exp(log
+   alpha)` from BEFORE this step, as SB3.
 4. **Targets**: `Q' <- tau Q + (1 - tau) Q'` (Polyak) every `target_update_interval` gradient steps.
 
 Policy: `a = tanh(u)`, `u ~ N(mean(s), std(s))` (`gaussian_actor`, state-dependent log-std clipped to
@@ -152,21 +153,13 @@ def build_agent(config: SACConfig, env, env_params):
 
     def update(learner: SACLearner, batch, weights, key, hp, progress):
         del progress
-        k_alpha, k_next, k_actor = jax.random.split(key, 3)
+        k_next, k_actor = jax.random.split(key)
         tx = adam(hp)
         obs, next_obs = batch.obs, batch.next_obs
         action = batch.action.reshape(obs.shape[0], action_dim)
         alpha = jnp.exp(learner.log_alpha)
 
-        # 1. temperature
-        log_alpha, alpha_opt, alpha_loss = learner.log_alpha, learner.alpha_opt, jnp.zeros((), jnp.float32)
-        if config.learn_alpha:
-            _, logp_now = sample(learner.actor, obs, k_alpha)
-            alpha_loss, grad = jax.value_and_grad(temperature_loss)(learner.log_alpha, logp_now, target_entropy)
-            step, alpha_opt = tx.update(grad, learner.alpha_opt, learner.log_alpha)
-            log_alpha = optax.apply_updates(learner.log_alpha, step)
-
-        # 2. critics
+        # 1. critics
         next_action, next_logp = sample(learner.actor, next_obs, k_next)
         next_q = critic.apply({"params": learner.target_critic}, next_obs, next_action)
         y = sac_target(batch.reward, batch.bootstrap, next_q[0], next_q[1], next_logp, alpha)
@@ -179,7 +172,7 @@ def build_agent(config: SACConfig, env, env_params):
         step, critic_opt = tx.update(grad, learner.critic_opt, learner.critic)
         critic_params = optax.apply_updates(learner.critic, step)
 
-        # 3. actor, against the updated critics
+        # 2. actor, against the updated critics
         def actor_loss_fn(params):
             a, logp = sample(params, obs, k_actor)
             q_pi = critic.apply({"params": critic_params}, obs, a)
@@ -188,6 +181,13 @@ def build_agent(config: SACConfig, env, env_params):
         (actor_loss, logp), grad = jax.value_and_grad(actor_loss_fn, has_aux=True)(learner.actor)
         step, actor_opt = tx.update(grad, learner.actor_opt, learner.actor)
         actor_params = optax.apply_updates(learner.actor, step)
+
+        # 3. temperature, on the actor step's sample (drawn from the actor before its update, as SB3's)
+        log_alpha, alpha_opt, alpha_loss = learner.log_alpha, learner.alpha_opt, jnp.zeros((), jnp.float32)
+        if config.learn_alpha:
+            alpha_loss, grad = jax.value_and_grad(temperature_loss)(learner.log_alpha, logp, target_entropy)
+            step, alpha_opt = tx.update(grad, learner.alpha_opt, learner.log_alpha)
+            log_alpha = optax.apply_updates(learner.log_alpha, step)
 
         # 4. Polyak averaging of the target critics
         steps = learner.steps + 1

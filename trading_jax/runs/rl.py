@@ -202,6 +202,10 @@ class Agent:
         checks: value checks (`trading_jax.runs.schema`) of the table's fields.
         failure_metric: the training metric whose history, NaN or inf in every unit, means FAILED.
         experiment: the experiment class (a field named `table`).
+        actions: the action spaces the algorithm acts in: "discrete" (a `Discrete` space), "continuous" (a
+            bounded `Box`) or "any"; a file pairing it with an env of the other kind is refused at load time.
+        policy_fn: the module's `policy_fn(config, env, env_params) -> (member -> policy)` for members with
+            `.params` and `.obs_norm` (`trading_jax.ensemble.agents`; the cross-algorithm ensemble uses it).
     """
 
     name: str
@@ -212,6 +216,8 @@ class Agent:
     checks: Mapping[str, S.Check]
     failure_metric: str
     experiment: type
+    actions: str = "any"
+    policy_fn: str = "member_policy_fn"
 
     def config_class(self) -> type:
         module, name = self.config.split(":")
@@ -249,15 +255,15 @@ DQN_CHECKS = {**OFFPOLICY_CHECKS, "n_atoms": S.at_least(1), "v_min": S.finite, "
 
 AGENTS: dict[str, Agent] = {
     "ppo": Agent("ppo", "PPO", "ppo", "trading_jax.rl.ppo:PPOConfig", "trading_jax.rl.ppo", PPO_CHECKS,
-                 "policy_loss", PPOExperiment),
+                 "policy_loss", PPOExperiment, policy_fn="ppo_policy_fn"),
     "sac": Agent("sac", "SAC", "sac", "trading_jax.rl.sac:SACConfig", "trading_jax.rl.sac", SAC_CHECKS,
-                 "critic_loss", SACExperiment),
+                 "critic_loss", SACExperiment, actions="continuous"),
     "td3": Agent("td3", "TD3", "td3", "trading_jax.rl.td3:TD3Config", "trading_jax.rl.td3", TD3_CHECKS,
-                 "critic_loss", TD3Experiment),
+                 "critic_loss", TD3Experiment, actions="continuous"),
     "ddpg": Agent("ddpg", "DDPG", "ddpg", "trading_jax.rl.ddpg:DDPGConfig", "trading_jax.rl.ddpg", DDPG_CHECKS,
-                  "critic_loss", DDPGExperiment),
+                  "critic_loss", DDPGExperiment, actions="continuous"),
     "dqn": Agent("dqn", "DQN", "dqn", "trading_jax.rl.dqn:DQNConfig", "trading_jax.rl.dqn", DQN_CHECKS,
-                 "q_loss", DQNExperiment),
+                 "q_loss", DQNExperiment, actions="discrete"),
 }
 
 EVALUATION_CHECKS = {"episodes": S.at_least(2), "metric": S.one_of(*METRICS), "every_updates": S.at_least(1),
@@ -291,6 +297,46 @@ def check_env_kwargs(env_name: str, kwargs: Mapping[str, Any], file) -> None:
             raise S.ConfigError(f"{file}: [env.kwargs] {key} = {value!r}: expected a finite number")
         if any(word in key for word in _COST_WORDS) and value < 0:
             raise S.ConfigError(f"{file}: [env.kwargs] {key} = {value!r}: expected a finite number >= 0 (a cost)")
+
+
+def action_kind(env_name: str, kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """`(kind, space class name)` of the env's action space, kind "discrete" (`Discrete`, `MultiDiscrete`) or
+    "continuous" (`Box`); None when the env cannot be built from these settings (the run will say why).
+
+    The env's factory is traced abstractly (`jax.eval_shape`): no market is drawn and no data is loaded, so this
+    is cheap at load time. A file with [env.data] is stood in for by the synthetic env of the same settings,
+    whose action space is of the same kind (its shape may differ: the number of assets comes from the data)."""
+    from trading_jax.envs import make
+
+    found = {}
+
+    def build():
+        env, params = make(env_name, **dict(kwargs))
+        found["space"] = env.action_space(params)
+        return params
+
+    try:
+        jax.eval_shape(build)
+    except Exception:  # noqa: BLE001 - any failure here is reported by the run, with its own message
+        return None
+    space = found["space"]
+    return ("discrete" if hasattr(space, "n") else "continuous"), type(space).__name__
+
+
+def check_actions(agent: "Agent", env_name: str, kwargs: Mapping[str, Any], file) -> None:
+    """One-line `ConfigError` when the algorithm cannot act in the env's action space (`Agent.actions`): DQN on
+    a continuous env, SAC / TD3 / DDPG on a discrete one."""
+    if agent.actions == "any":
+        return
+    found = action_kind(env_name, kwargs)
+    if found is None or found[0] == agent.actions:
+        return
+    kind, space = found
+    mode = f" with action_mode = {kwargs['action_mode']!r}" if "action_mode" in kwargs else ""
+    fits = ", ".join(a.label for a in AGENTS.values() if a.actions in (kind, "any"))
+    raise S.ConfigError(f"{file}: [{agent.table}] {agent.label} needs {agent.actions} actions, but env {env_name!r}"
+                        f"{mode} has {kind} ones (a {space} space): use {fits} on this env, or an env with "
+                        f"{agent.actions} actions")
 
 
 # Network fields the algorithms set themselves (from the env's action space, or fixed by the algorithm).
@@ -349,6 +395,7 @@ def load(raw: dict, file, algorithm: str | None = None) -> RLExperiment:
     if not isinstance(kwargs, dict):
         raise S.ConfigError(f"{file}: [env] kwargs must be a table ([env.kwargs])")
     check_env_kwargs(name, kwargs, file)
+    check_actions(agent, name, kwargs, file)
     data = None
     if "data" in env:
         spec = S.build(_EnvData, dict(env["data"]), file, "env.data", DATA_CHECKS)
