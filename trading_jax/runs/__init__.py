@@ -5,8 +5,10 @@
 
 A file's `algorithm` key picks its schema: "supervised" (the default; `trading_jax.runs.supervised`),
 "ppo" (`trading_jax.runs.ppo`), "sac", "td3", "ddpg" and "dqn" (off-policy RL; `trading_jax.runs.rl`, the
-schema and runner every RL algorithm, PPO included, shares), "maml" (`trading_jax.runs.maml`), "ensemble"
-(`trading_jax.runs.ensemble`), "ppo_ensemble" (`trading_jax.runs.ppo_ensemble`), "sentiment"
+schema and runner every RL algorithm, PPO included, shares), "rl_comparison" (several RL algorithms on one env
+in one table, with their cross-algorithm Thompson ensemble; `trading_jax.runs.rl`), "maml"
+(`trading_jax.runs.maml`), "ensemble" (`trading_jax.runs.ensemble`), "ppo_ensemble"
+(`trading_jax.runs.ppo_ensemble`), "sentiment"
 (`trading_jax.runs.sentiment`), "portfolio" (`trading_jax.runs.portfolio`) or "backtest"
 (`trading_jax.runs.backtest`, walk-forward model comparisons with costs; `trading-jax backtest`). A new
 algorithm adds a module with `load(raw, file)` and `run(experiment, out, overwrite, show_progress) -> (summary,
@@ -24,7 +26,7 @@ __all__ = ["ALGORITHMS", "ConfigError", "load_experiment", "run_experiment"]
 
 ALGORITHMS = {"supervised": "trading_jax.runs.supervised", "ppo": "trading_jax.runs.ppo",
               "sac": "trading_jax.runs.rl", "td3": "trading_jax.runs.rl", "ddpg": "trading_jax.runs.rl",
-              "dqn": "trading_jax.runs.rl",
+              "dqn": "trading_jax.runs.rl", "rl_comparison": "trading_jax.runs.rl",
               "maml": "trading_jax.runs.maml", "ensemble": "trading_jax.runs.ensemble",
               "ppo_ensemble": "trading_jax.runs.ppo_ensemble", "sentiment": "trading_jax.runs.sentiment",
               "portfolio": "trading_jax.runs.portfolio", "backtest": "trading_jax.runs.backtest"}
