@@ -153,17 +153,18 @@ def test_the_cli_refuses_a_nan_learning_rate_in_one_line_before_claiming_the_fol
 
 def test_an_all_nan_sac_run_is_failed_in_its_table_and_exits_1(runs, tmp_path):
     # lr 1e30 is a finite number (accepted): the first Adam steps throw the networks to +-1e30, and every loss and
-    # param after them is NaN (the compiled program is the tiny SAC run's: lr is an argument, so this is cheap)
+    # param after them is NaN; every iteration's critic loss (a plain mean over its steps) is then NaN too (the
+    # compiled program is the tiny SAC run's: lr is an argument, so this is cheap)
     path = write(tmp_path, SAC.replace("batch_size = 32", "batch_size = 32\nlr = 1e30").replace("seeds = [0, 1]",
                                                                                                  "seeds = [0]"))
     code, stdout = _train(path, tmp_path / "out")
     assert code == 1
-    reason = "seed 0: the final params are not finite"
+    reason = "seed 0: the critic loss was NaN or inf in every iteration"
     assert f"tiny_sac: FAILED: {reason}" in stdout
     table = (tmp_path / "out" / "results.md").read_text()
     assert f"**FAILED**: {reason}" in table and "| sac_seed_0 |" not in table
     report = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert report["status"] == "FAILED" and report["failures"] == {"0": "the final params are not finite"}
+    assert report["status"] == "FAILED" and report["failures"] == {"0": "the critic loss was NaN or inf in every iteration"}
     assert [row["policy"] for row in report["evaluation"]] == ["flat", "buy_and_hold"]  # the baselines still scored
 
 
