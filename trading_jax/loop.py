@@ -44,7 +44,7 @@ import numpy as np
 
 from trading_jax.logging import get_logger
 
-__all__ = ["Trainer", "FunctionTrainer", "fit", "units_done", "hyperparam_grid"]
+__all__ = ["Trainer", "FunctionTrainer", "fit", "units_done", "hyperparam_grid", "train_population"]
 
 log = get_logger(__name__)
 
@@ -273,6 +273,32 @@ def hyperparam_grid(base, **values):
     (n,) = sizes
     repeated = jax.tree.map(lambda a: jnp.full((n,) + jnp.shape(a), a, jnp.float32), base)
     return repeated.replace(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+
+
+def train_population(trainer: "FunctionTrainer", key, n_members: int | None = None, hparams=None):
+    """Train K members of `trainer` in ONE vmapped compilation: `trainer.population(K).train(split(key, K), hparams)`.
+
+    Args:
+        trainer: a single-run `FunctionTrainer` (any algorithm's `make_trainer(...)`).
+        key: PRNG key, split into the K members' keys.
+        n_members: K (seeds of one setting); may be left out when `hparams` is given.
+        hparams: optional hyperparameters with `[K]` leaves (`hyperparam_grid`): one setting per member.
+
+    Returns:
+        The algorithm's result with a leading `[K]` member axis on every leaf.
+
+    Raises:
+        ValueError: neither K nor a grid, or a K that differs from the grid's length.
+    """
+    if hparams is not None:
+        k = int(jax.tree.leaves(hparams)[0].shape[0])
+        if n_members is not None and int(n_members) != k:
+            raise ValueError(f"n_agents={n_members} but hparams hold {k} settings")
+    elif n_members is None:
+        raise ValueError("give n_agents or a hyperparameter grid")
+    else:
+        k = int(n_members)
+    return trainer.population(k).train(jax.random.split(key, k), hparams)
 
 
 # ----------------------------------------------------------------------------------------- fit

@@ -44,7 +44,7 @@ import numpy as np
 
 from trading_jax.evaluation.rollout import default_max_steps, rollout
 from trading_jax.features.normalize import NormalizerState
-from trading_jax.loop import FunctionTrainer
+from trading_jax.loop import FunctionTrainer, train_population
 from trading_jax.rl import replay
 from trading_jax.rl.normalizers import obs_norm_apply, obs_norm_init, obs_norm_update
 from trading_jax.rl.targets import importance_weights, linear_schedule
@@ -579,16 +579,7 @@ def algorithm_functions(build: Callable) -> AlgorithmFunctions:
     def train_agents(config, key, n_agents: int | None = None, hparams=None, env=None, env_params=None):
         """K agents in ONE vmapped compilation (`make_trainer(config).population(K).train(keys, hparams)`):
         an `OffPolicyResult` whose leaves have a leading `[K]` axis."""
-        if hparams is not None:
-            k = int(jax.tree.leaves(hparams)[0].shape[0])
-            if n_agents is not None and int(n_agents) != k:
-                raise ValueError(f"n_agents={n_agents} but hparams hold {k} settings")
-        elif n_agents is None:
-            raise ValueError("give n_agents or a hyperparameter grid")
-        else:
-            k = int(n_agents)
-        trainer = make_trainer(config, env, env_params).population(k)
-        return trainer.train(jax.random.split(key, k), hparams)
+        return train_population(make_trainer(config, env, env_params), key, n_agents, hparams)
 
     return AlgorithmFunctions(make_trainer, make_train, make_policy_, as_policy_, make_evaluator_, evaluate_,
                               member_policy_fn, train_agents)

@@ -60,7 +60,7 @@ from jax.sharding import PartitionSpec as P
 
 from trading_jax import parallel
 from trading_jax.features.normalize import NormalizerState
-from trading_jax.loop import FunctionTrainer, hyperparam_grid as _grid
+from trading_jax.loop import FunctionTrainer, hyperparam_grid as _grid, train_population
 from trading_jax.rl.distributions import ActionDistribution
 from trading_jax.evaluation.rollout import RecurrentPolicy, default_max_steps, rollout
 from trading_jax.rl.gae import bootstrap_values, gae
@@ -750,16 +750,7 @@ def train_agents(config, key: Array, n_agents: int | None = None, hparams=None, 
     Returns:
         A `PPOResult` whose leaves have a leading `[K]` member axis.
     """
-    if hparams is not None:
-        k = int(jax.tree.leaves(hparams)[0].shape[0])
-        if n_agents is not None and int(n_agents) != k:
-            raise ValueError(f"n_agents={n_agents} but hparams hold {k} settings")
-    elif n_agents is None:
-        raise ValueError("give n_agents or a hyperparameter grid")
-    else:
-        k = int(n_agents)
-    trainer = make_trainer(config, env, env_params).population(k)
-    return trainer.train(jax.random.split(key, k), hparams)
+    return train_population(make_trainer(config, env, env_params), key, n_agents, hparams)
 
 
 def ppo_policy_fn(config, env=None, env_params=None, deterministic: bool = True) -> Callable:
