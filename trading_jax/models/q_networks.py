@@ -143,6 +143,9 @@ _PRESETS = {"tiny": dict(hidden=(16,)), "small": dict(hidden=(64, 64))}
 
 
 def _tuples(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Lists become tuples (hashable modules); an unknown activation is refused when the network is built."""
+    if "activation" in cfg:
+        _activation(cfg["activation"])
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
 
 

@@ -386,7 +386,18 @@ def check_network(config, table: str, file) -> None:
         module = create(name, config.network_preset, action_dim=1)
         own = {f.name for f in dataclasses.fields(type(module))} - _SET_BY_ALGORITHM
         fields = own if fields is None else fields & own
-    S.check_keys(dict(config.network_kwargs), fields, file, f"{table}.network_kwargs")
+    kwargs = dict(config.network_kwargs)
+    S.check_keys(kwargs, fields, file, f"{table}.network_kwargs")
+    for key, value in kwargs.items():  # layer sizes: hidden = [64, 64] (or one int, e.g. an LSTM's hidden)
+        sizes = value if isinstance(value, (list, tuple)) else [value] if key == "hidden" else []
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            raise S.ConfigError(f"{file}: [{table}.network_kwargs] {key} = {value!r}: expected layer sizes, "
+                                "integers >= 1 (e.g. [64, 64])")
+    for name in names.values():
+        try:
+            create(name, config.network_preset, action_dim=1, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise S.ConfigError(f"{file}: [{table}.network_kwargs] {error}") from None
 
 
 def load(raw: dict, file, algorithm: str | None = None):
