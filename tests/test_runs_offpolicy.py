@@ -186,3 +186,14 @@ def test_a_seed_fails_when_its_loss_is_nan_or_inf_in_every_iteration_or_its_para
     assert failed_reason(recovered, "q_loss", "iteration") is None
     broken = SimpleNamespace(params={"w": np.array([1.0, np.nan])}, metrics={"q_loss": np.array([0.5])})
     assert failed_reason(broken, "q_loss", "iteration") == "the final params are not finite"
+
+
+def test_an_off_policy_or_comparison_run_is_named_by_the_exporter_which_refuses_it_for_now():
+    from trading_jax.export.from_run import BUILDERS, run_algorithm
+
+    assert run_algorithm({"env": "trading", "sac": {}, "episodes": 8}) == "sac"
+    assert run_algorithm({"env": "trading", "dqn": {}}) == "dqn"
+    comparison = {"algorithm": "rl_comparison", "env": "portfolio", "ppo": {}, "sac": {}, "ensemble": {}}
+    assert run_algorithm(comparison) == "rl_comparison"  # not mistaken for a PPO ensemble
+    assert run_algorithm({"env": "execution", "ppo": {}, "ensemble": {}}) == "ppo_ensemble"
+    assert not {"sac", "td3", "ddpg", "dqn", "rl_comparison"} & set(BUILDERS)

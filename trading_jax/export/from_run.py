@@ -59,7 +59,9 @@ def read_run(run_dir: str | Path) -> tuple[dict, dict]:
 
 
 def run_algorithm(record: dict) -> str:
-    """The algorithm of a run from its config record (the records do not name it)."""
+    """The algorithm of a run from its config record (most records do not name it; rl_comparison's does)."""
+    if isinstance(record.get("algorithm"), str):
+        return record["algorithm"]
     if "env" in record and "ppo" in record:
         return "ppo_ensemble" if "ensemble" in record else "ppo"
     if "maml" in record or "tasks" in record:
@@ -68,6 +70,10 @@ def run_algorithm(record: dict) -> str:
         return "ensemble"
     if "train" in record and "data" in record:
         return "supervised"
+    if "env" in record:  # an off-policy RL run records its config under its algorithm's table
+        for name in ("sac", "td3", "ddpg", "dqn"):
+            if name in record:
+                return name
     raise ExportError(f"cannot tell which algorithm wrote this run (config keys {sorted(record)})")
 
 
