@@ -9,6 +9,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The suite's programs are tiny and compile far longer than they run: XLA's backend optimisation level 1 (fewer
+# LLVM passes than the default 2) takes about 20% less CPU to compile them, and the matmuls still call the same
+# precompiled kernels. Level 0 saves 40% but changes float32 rounding enough to move the differential-Sharpe
+# reward past its NumPy-parity tolerance and to flip TD3's Pendulum run; level 1 keeps every result. Set before
+# JAX's backend starts, so the xdist workers (which inherit the environment) and the tests' subprocesses compile
+# the same way. TRADING_JAX_TEST_XLA_OPTIMIZE=1 keeps XLA's default.
+if os.environ.get("TRADING_JAX_TEST_XLA_OPTIMIZE", "0") in ("0", "false", "no", "off"):
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=1").strip()
+
 # Tests that call `trading_jax.cli.main` in-process would otherwise turn on the user's persistent compilation
 # cache (~/.cache/trading-jax/jax) for the rest of the session; the cache has tests of its own (test_cli.py).
 os.environ.setdefault("TRADING_JAX_COMPILE_CACHE", "0")
@@ -58,10 +69,11 @@ def shared_data() -> Path:
 # go first and the small files fill in behind them: the workers finish together instead of one waiting on a big
 # file picked up last (longest-processing-time-first scheduling). A file missing here just runs in name order.
 SLOWEST_FIRST = (
-    "test_export.py", "test_rl_ppo.py", "test_runs_ppo_ensemble.py", "test_runs_maml.py", "test_export_onnx.py",
+    "test_export.py", "test_rl_ppo.py", "test_runs_ppo_ensemble.py", "test_runs_maml.py", "test_rl_offpolicy.py",
+    "test_export_onnx.py", "test_runs_offpolicy.py", "test_runs_rl_comparison.py", "test_rl_dqn.py",
     "test_rl_loop.py", "test_training.py", "test_ensemble.py", "test_sentiment_run.py", "test_meta.py",
     "test_runs.py", "test_backtest_run.py", "test_runs_meta_ensemble.py", "test_runs_online.py", "test_loop.py",
-    "test_training_resume.py", "test_models_transformer.py", "test_augment.py",
+    "test_training_resume.py", "test_ensemble_mixed.py", "test_models_transformer.py", "test_augment.py",
 )
 
 

@@ -97,8 +97,9 @@ def test_the_thompson_ensemble_of_a_mix_plays_every_kind_of_agent_on_the_paired_
     arms = np.asarray(out.arms)
     np.testing.assert_array_equal(arms[:7], np.arange(7))  # round robin over all seven: every group played
     assert set(np.asarray(setting["members"]["group"])[arms]) == {0, 1, 2}
-    # episode i of the ensemble is episode i of the member it chose
-    np.testing.assert_allclose(out.returns, mix[arms, np.arange(N)], rtol=1e-6)
+    # episode i of the ensemble is episode i of the member it chose (two compiled programs, the ensemble's scan of
+    # one member's episode and the members' vmapped episodes: equal up to float reassociation, ~1e-5 relative)
+    np.testing.assert_allclose(out.returns, mix[arms, np.arange(N)], rtol=1e-4, atol=1e-7)
     assert bool(jnp.all(out.done))
 
 
