@@ -150,7 +150,7 @@ def _constant_position(one):
 def test_the_ensemble_replayed_on_played_episodes_chooses_and_earns_exactly_as_the_live_ensemble():
     from trading_jax.ensemble.agents import evaluate_ensemble, member_returns
     from trading_jax.envs import make
-    from trading_jax.runs.rl import thompson_replay
+    from trading_jax.ensemble.agents import thompson_replay
 
     env, params = make("trading", window=8, episode_length=16, n_paths=8, action_mode="continuous")
     members = {"position": jnp.array([[-1.0], [0.0], [0.5], [1.0]], jnp.float32)}

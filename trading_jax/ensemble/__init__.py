@@ -35,7 +35,7 @@ _EXPORTS = {
     "prediction_spread": "combine", "Uncertainty": "combine", "classification_uncertainty": "combine",
     # RL agents: Thompson ensemble, FinRL's Sharpe pick, agents of several algorithms
     "EnsembleResult": "agents", "episode_keys": "agents", "member_returns": "agents",
-    "evaluate_ensemble": "agents", "thompson_state_from_returns": "agents", "sharpe_ratios": "agents",
+    "evaluate_ensemble": "agents", "thompson_state_from_returns": "agents", "thompson_replay": "agents", "sharpe_ratios": "agents",
     "pick_by_sharpe": "agents", "compare_agents": "agents", "summarize_comparison": "agents",
     "MixedPolicyFn": "agents", "mix_agents": "agents",
 }

@@ -72,6 +72,7 @@ __all__ = [
     "member_returns",
     "evaluate_ensemble",
     "thompson_state_from_returns",
+    "thompson_replay",
     "sharpe_ratios",
     "pick_by_sharpe",
     "compare_agents",
@@ -242,6 +243,57 @@ def thompson_state_from_returns(returns, discount: float = 1.0, **prior) -> thom
     returns = jnp.asarray(returns, jnp.float32)
     state = thompson.init(returns.shape[0], discount=discount, **prior)
     return jax.lax.scan(lambda s, r: (thompson.update_all(s, r), None), state, returns.T)[0]
+
+
+def thompson_replay(returns, key, *, discount: float = 1.0, prior: Mapping[str, Any] | None = None, state=None,
+                    initial_pulls: int = 1, reward_scale: float = 1.0):
+    """The Thompson-sampling ensemble of `trading_jax.ensemble.agents.evaluate_ensemble`, replayed on episodes
+    every agent has already played: `(arms [n] int32, final ThompsonState)`.
+
+    Episode i: `arm_i = argmax_k mu_k` with `mu_k` drawn from agent k's Normal-Inverse-Gamma posterior (agents in
+    turn for the first `initial_pulls * K` episodes), and the chosen agent's posterior absorbs
+    `returns[arm_i, i] / reward_scale`. The choice keys are `evaluate_ensemble`'s (`episode_keys(key, n)[1]`), so
+    when `returns` are `member_returns(..., key, n)` of the same agents the arms and returns are those of
+    `evaluate_ensemble(..., key, n)`: an agent's return on an episode does not depend on which episodes it played
+    before, so playing the chosen agent live and reading its return off `returns` are the same thing. This is how
+    a comparison scores the ensemble on the table's episodes (common random numbers with every agent and baseline)
+    without playing them again.
+
+    Args:
+        returns: `[K, n]` total reward of each agent on each episode (float32, as the rollouts give them).
+        key: the episodes' key (its second half draws the choices).
+        discount, prior, initial_pulls, reward_scale: as `evaluate_ensemble`.
+        state: start from this `ThompsonState` (e.g. `thompson_state_from_returns` of validation returns); then
+            there are no round-robin episodes.
+    """
+    returns = jnp.asarray(returns, jnp.float32)
+    if returns.ndim != 2:
+        raise ValueError(f"returns must be [K, n]; got shape {returns.shape}")
+    k, n = returns.shape
+    if state is None:
+        state = thompson.init(k, discount=discount, **dict(prior or {}))
+        pulls = int(initial_pulls)
+    else:
+        pulls = 0
+    if pulls < 0:
+        raise ValueError(f"initial_pulls must be >= 0, got {initial_pulls}")
+    scale = float(reward_scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"reward_scale must be a positive number, got {reward_scale}")
+    state, arms = _replay(returns, episode_keys(key, n)[1], state, jnp.float32(scale), jnp.int32(pulls))
+    return np.asarray(arms), state
+
+
+@jax.jit
+def _replay(returns, choice_keys, state, reward_scale, initial_pulls):
+    k, n = returns.shape
+
+    def episode(state, xs):
+        i, key, column = xs
+        arm = jnp.where(i < initial_pulls * k, i % k, thompson.choose(key, state)).astype(jnp.int32)
+        return thompson.update(state, arm, column[arm] / reward_scale), arm
+
+    return jax.lax.scan(episode, state, (jnp.arange(n), choice_keys, returns.T))
 
 
 # ------------------------------------------------------------------------------------ FinRL's rule

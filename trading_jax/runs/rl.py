@@ -60,7 +60,7 @@ then each algorithm across its seeds (a t-interval over the seeds' means, and ov
 reference), each pair of algorithms (Welch's interval over the seeds' means), and plain verdicts: better, worse, or
 no clear difference, by whether the 95% interval of the difference excludes 0. With [ensemble], every trained
 agent of every algorithm enters one Thompson-sampling ensemble (`trading_jax.ensemble.agents.mix_agents`; FinRL's
-Sharpe pick over their validation episodes, and `thompson_replay` on the table's episodes, so the ensemble's row
+Sharpe pick over their validation episodes, and `ensemble.agents.thompson_replay` on the table's episodes, so the ensemble's row
 is paired with every other row), with the share of episodes each algorithm's agents played.
 """
 
@@ -87,7 +87,7 @@ __all__ = ["AGENTS", "Agent", "RLExperiment", "PPOExperiment", "SACExperiment", 
            "DQNExperiment", "load", "run", "build_envs", "results_table", "check_env_kwargs", "check_network",
            "episode_metric", "failed_reason", "METRICS", "EVALUATION_CHECKS", "DATA_CHECKS", "VALIDATION_EPISODES",
            "action_kind", "check_actions", "ComparisonExperiment", "EnsembleSpec", "ENSEMBLE_CHECKS", "load_comparison",
-           "run_comparison", "comparison_table", "thompson_replay"]
+           "run_comparison", "comparison_table"]
 
 log = get_logger(__name__)
 
@@ -913,63 +913,6 @@ class _AgentParams(NamedTuple):
     obs_norm: Any
 
 
-def thompson_replay(returns, key, *, discount: float = 1.0, prior: Mapping[str, Any] | None = None, state=None,
-                    initial_pulls: int = 1, reward_scale: float = 1.0):
-    """The Thompson-sampling ensemble of `trading_jax.ensemble.agents.evaluate_ensemble`, replayed on episodes
-    every agent has already played: `(arms [n] int32, final ThompsonState)`.
-
-    Episode i: `arm_i = argmax_k mu_k` with `mu_k` drawn from agent k's Normal-Inverse-Gamma posterior (agents in
-    turn for the first `initial_pulls * K` episodes), and the chosen agent's posterior absorbs
-    `returns[arm_i, i] / reward_scale`. The choice keys are `evaluate_ensemble`'s (`episode_keys(key, n)[1]`), so
-    when `returns` are `member_returns(..., key, n)` of the same agents the arms and returns are those of
-    `evaluate_ensemble(..., key, n)`: an agent's return on an episode does not depend on which episodes it played
-    before, so playing the chosen agent live and reading its return off `returns` are the same thing. This is how
-    a comparison scores the ensemble on the table's episodes (common random numbers with every agent and baseline)
-    without playing them again.
-
-    Args:
-        returns: `[K, n]` total reward of each agent on each episode (float32, as the rollouts give them).
-        key: the episodes' key (its second half draws the choices).
-        discount, prior, initial_pulls, reward_scale: as `evaluate_ensemble`.
-        state: start from this `ThompsonState` (e.g. `thompson_state_from_returns` of validation returns); then
-            there are no round-robin episodes.
-    """
-    from trading_jax.ensemble import thompson
-    from trading_jax.ensemble.agents import episode_keys
-
-    returns = jax.numpy.asarray(returns, jax.numpy.float32)
-    if returns.ndim != 2:
-        raise ValueError(f"returns must be [K, n]; got shape {returns.shape}")
-    k, n = returns.shape
-    if state is None:
-        state = thompson.init(k, discount=discount, **dict(prior or {}))
-        pulls = int(initial_pulls)
-    else:
-        pulls = 0
-    if pulls < 0:
-        raise ValueError(f"initial_pulls must be >= 0, got {initial_pulls}")
-    scale = float(reward_scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"reward_scale must be a positive number, got {reward_scale}")
-    state, arms = _replay(returns, episode_keys(key, n)[1], state, jax.numpy.float32(scale), jax.numpy.int32(pulls))
-    return np.asarray(arms), state
-
-
-@jax.jit
-def _replay(returns, choice_keys, state, reward_scale, initial_pulls):
-    from trading_jax.ensemble import thompson
-
-    k, n = returns.shape
-    jnp = jax.numpy
-
-    def episode(state, xs):
-        i, key, column = xs
-        arm = jnp.where(i < initial_pulls * k, i % k, thompson.choose(key, state)).astype(jnp.int32)
-        return thompson.update(state, arm, column[arm] / reward_scale), arm
-
-    return jax.lax.scan(episode, state, (jnp.arange(n), choice_keys, returns.T))
-
-
 def _recording_metric(experiment: RLExperiment, env_params):
     """`(metric, episodes)`: `_compare_metric` that also keeps what it scores, and `episodes(rows) -> {policy:
     (metric values [n], total rewards [n])}` that hands those back by policy (checked against `compare`'s rows, so
@@ -1085,6 +1028,8 @@ def _cross_algorithm_ensemble(experiment: ComparisonExperiment, env, val_params,
     state = (thompson_state_from_returns(jax.numpy.asarray(validation / scale, jax.numpy.float32), spec.discount)
              if spec.warm_start else None)
     rewards = np.stack([episodes[label][1] for label in labels])
+    from trading_jax.ensemble.agents import thompson_replay
+
     arms, _ = thompson_replay(rewards, jax.random.key(base.eval_seed), discount=spec.discount, state=state,
                               initial_pulls=spec.initial_pulls, reward_scale=scale)
     values = np.stack([episodes[label][0] for label in labels])
@@ -1208,7 +1153,7 @@ def comparison_table(experiment: ComparisonExperiment, info: dict, report: Mappi
     """Markdown of a comparison: every agent, baseline and ensemble row on the same episodes, the per-algorithm
     intervals over seeds, plain verdicts (better / worse / no clear difference, with the intervals) and training."""
     base = experiment.base
-    label, reference, lower = base.metric, base.reference, base.lower_is_better
+    label, reference = base.metric, base.reference
     per_algorithm, ensemble, spec = report["per_algorithm"], report["ensemble"], experiment.ensemble
     algorithms = ", ".join(f"{e.agent.label} ([{e.agent.table}])" for e in experiment.experiments)
     lines = [f"# {base.name}", "", _data_line(base, info),
