@@ -177,6 +177,29 @@ def member_returns(env, env_params, members, policy_fn: Callable, key: Array, n_
 # ------------------------------------------------------------------------------- Thompson ensemble
 
 
+def _ensemble_start(k: int, state, discount, prior, initial_pulls, reward_scale):
+    """`(state, pulls, scale)` of a K-member ensemble run: fresh posteriors with `initial_pulls` round-robin
+    episodes, or the given `state` (K arms) with none; ValueError for negative pulls or a bad `reward_scale`."""
+    if state is None:
+        state = thompson.init(k, discount=discount, **dict(prior or {}))
+        pulls = int(initial_pulls)
+    else:
+        if state.count.shape[0] != k:
+            raise ValueError(f"the Thompson state has {state.count.shape[0]} arms for {k} members")
+        pulls = 0
+    if pulls < 0:
+        raise ValueError(f"initial_pulls must be >= 0, got {initial_pulls}")
+    scale = float(reward_scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"reward_scale must be a positive number, got {reward_scale}")
+    return state, jnp.int32(pulls), jnp.float32(scale)
+
+
+def _choose(i, key, state, initial_pulls, k):
+    """Episode i's arm: members in turn for the first `initial_pulls * k` episodes, then a Thompson draw."""
+    return jnp.where(i < initial_pulls * k, i % k, thompson.choose(key, state)).astype(jnp.int32)
+
+
 @partial(jax.jit, static_argnames=("env", "policy_fn", "n_episodes", "max_steps"))
 def _evaluate_ensemble(env, env_params, members, policy_fn, key, state, reward_scale, initial_pulls,
                        n_episodes: int, max_steps: int):
@@ -185,7 +208,7 @@ def _evaluate_ensemble(env, env_params, members, policy_fn, key, state, reward_s
 
     def episode(state, xs):
         i, env_key, choice_key = xs
-        arm = jnp.where(i < initial_pulls * k, i % k, thompson.choose(choice_key, state)).astype(jnp.int32)
+        arm = _choose(i, choice_key, state, initial_pulls, k)
         ret, length, done = _one_episode(env, env_params, policy_fn(member(members, arm)), env_key, max_steps)
         return thompson.update(state, arm, ret / reward_scale), (ret, arm, length, done)
 
@@ -221,20 +244,8 @@ def evaluate_ensemble(env, env_params, members, policy_fn: Callable, key: Array,
     """
     env_params, steps = _steps(env, env_params, max_steps)
     k = n_members(members)
-    if state is None:
-        state = thompson.init(k, discount=discount, **dict(prior or {}))
-        pulls = int(initial_pulls)
-    else:
-        if state.count.shape[0] != k:
-            raise ValueError(f"the Thompson state has {state.count.shape[0]} arms for {k} members")
-        pulls = 0
-    if pulls < 0:
-        raise ValueError(f"initial_pulls must be >= 0, got {initial_pulls}")
-    scale = float(reward_scale)
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"reward_scale must be a positive number, got {reward_scale}")
-    return _evaluate_ensemble(env, env_params, members, policy_fn, key, state, jnp.float32(scale),
-                              jnp.int32(pulls), int(n_episodes), steps)
+    state, pulls, scale = _ensemble_start(k, state, discount, prior, initial_pulls, reward_scale)
+    return _evaluate_ensemble(env, env_params, members, policy_fn, key, state, scale, pulls, int(n_episodes), steps)
 
 
 def thompson_state_from_returns(returns, discount: float = 1.0, **prior) -> thompson.ThompsonState:
@@ -270,17 +281,8 @@ def thompson_replay(returns, key, *, discount: float = 1.0, prior: Mapping[str, 
     if returns.ndim != 2:
         raise ValueError(f"returns must be [K, n]; got shape {returns.shape}")
     k, n = returns.shape
-    if state is None:
-        state = thompson.init(k, discount=discount, **dict(prior or {}))
-        pulls = int(initial_pulls)
-    else:
-        pulls = 0
-    if pulls < 0:
-        raise ValueError(f"initial_pulls must be >= 0, got {initial_pulls}")
-    scale = float(reward_scale)
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"reward_scale must be a positive number, got {reward_scale}")
-    state, arms = _replay(returns, episode_keys(key, n)[1], state, jnp.float32(scale), jnp.int32(pulls))
+    state, pulls, scale = _ensemble_start(k, state, discount, prior, initial_pulls, reward_scale)
+    state, arms = _replay(returns, episode_keys(key, n)[1], state, scale, pulls)
     return np.asarray(arms), state
 
 
@@ -290,7 +292,7 @@ def _replay(returns, choice_keys, state, reward_scale, initial_pulls):
 
     def episode(state, xs):
         i, key, column = xs
-        arm = jnp.where(i < initial_pulls * k, i % k, thompson.choose(key, state)).astype(jnp.int32)
+        arm = _choose(i, key, state, initial_pulls, k)
         return thompson.update(state, arm, column[arm] / reward_scale), arm
 
     return jax.lax.scan(episode, state, (jnp.arange(n), choice_keys, returns.T))

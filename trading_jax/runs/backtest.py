@@ -147,7 +147,7 @@ class _Top:
 def load(raw: dict, file) -> BacktestExperiment:
     """A `BacktestExperiment` from a parsed TOML file (every mistake a one-line `ConfigError`)."""
     from trading_jax.evaluation.backtest import SIGNAL_RULES
-    from trading_jax.runs.supervised import DATA_CHECKS, TRAIN_CHECKS, _check_task_outputs, check_model
+    from trading_jax.runs.supervised import DATA_CHECKS, TRAIN_CHECKS, check_task_outputs, check_model
     from trading_jax.training.dataset import GENERATED_SOURCES
 
     S.check_keys(raw, {"algorithm", "name", "seeds", "walk_forward", "costs", "strategy", "datasets", "models",
@@ -205,7 +205,7 @@ def load(raw: dict, file) -> BacktestExperiment:
             raise S.ConfigError(f"{file}: [{where}] task = \"classification\": a backtest compares return "
                                 "forecasts; use \"regression\" or \"multitask\"")
         for spec in specs:
-            _check_task_outputs(config, spec.data, file)
+            check_task_outputs(config, spec.data, file)
         built.append((label, config))
     for flag in ("ensemble", "report"):
         if not isinstance(raw.get(flag, True), bool):

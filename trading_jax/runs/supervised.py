@@ -50,7 +50,7 @@ from trading_jax.runs.results import FAILED, cell, write_results
 from trading_jax.training.config import DTYPES, TASKS, TrainConfig
 from trading_jax.training.dataset import GENERATED_SOURCES, DataSpec, Samples, build_datasets, feature_state, label_reach
 
-__all__ = ["SupervisedExperiment", "OnlineSpec", "MonitorSpec", "load", "load_top",
+__all__ = ["SupervisedExperiment", "check_task_outputs", "OnlineSpec", "MonitorSpec", "load", "load_top",
            "run", "evaluate", "walk_forward_test",
            "monitor_test"]
 
@@ -209,7 +209,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
         bad = next(r for r in repair if r not in REPAIRS)
         raise S.ConfigError(f"{file}: [data] repair = {bad!r}: expected one of {', '.join(REPAIRS)}")
     data = S.build(DataSpec, data_table, file, "data", DATA_CHECKS)
-    _check_task_outputs(config, data, file)
+    check_task_outputs(config, data, file)
     if data.train + data.val + data.test > 1.0 + 1e-9:
         raise S.ConfigError(f"{file}: [data] train + val + test = {data.train + data.val + data.test:g}: "
                             "expected at most 1")
@@ -226,7 +226,7 @@ def load(raw: dict, file) -> SupervisedExperiment:
     return SupervisedExperiment(data=data, train=config, file=str(file), online=online, monitor=monitor, **top)
 
 
-def _check_task_outputs(config: TrainConfig, data: DataSpec, file) -> None:
+def check_task_outputs(config: TrainConfig, data: DataSpec, file) -> None:
     """A multitask model whose heads are per horizon (the price transformer) must have one head: the labels are
     built for one horizon (`[data] horizon`), and a head without a label would never train."""
     if config.task != "multitask":
