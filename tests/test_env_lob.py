@@ -184,7 +184,7 @@ def test_a_market_order_walks_the_book_best_price_first_then_earliest_order_firs
 
 # ----------------------------------------------------------------------------------------------- conservation
 def _resting(state) -> np.ndarray:
-    return np.asarray(state.qty).sum(axis=(-2, -1))   # [..., 2]
+    return np.asarray(state.qty).sum(axis=(-3, -1))   # [..., 2]
 
 
 @pytest.mark.parametrize("seed", SEEDS)

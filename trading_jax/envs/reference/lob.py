@@ -10,7 +10,7 @@ NumPy peer of `benchmarks/lob_throughput.py`.
     ref = LOBReference.from_state(jax_state)          # or LOBReference(n_ticks, max_orders, base)
     out = ref.apply(kind, side, price, qty, owner, order_id)
     ref.shift(d)                                      # the window shift reported by the JAX step
-    qty, oid, owner = ref.to_arrays()                 # [2, T, K] each, like LOBState
+    qty, oid, owner = ref.to_arrays()                 # [K, 2, T] each, like LOBState
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ class LOBReference:
     def from_state(cls, state) -> "LOBReference":
         """Copy a single (unbatched) `LOBState`'s orders, window and counters."""
         qty, oid, owner = (np.asarray(a) for a in (state.qty, state.oid, state.owner))
-        ref = cls(qty.shape[1], qty.shape[2], int(state.base), int(state.next_id))
+        ref = cls(qty.shape[2], qty.shape[0], int(state.base), int(state.next_id))
         for s in range(2):
-            for p in range(qty.shape[1]):
-                orders = [[int(oid[s, p, j]), int(qty[s, p, j]), int(owner[s, p, j])]
-                          for j in range(qty.shape[2]) if qty[s, p, j] > 0]
+            for p in range(qty.shape[2]):
+                orders = [[int(oid[j, s, p]), int(qty[j, s, p]), int(owner[j, s, p])]
+                          for j in range(qty.shape[0]) if qty[j, s, p] > 0]
                 if orders:
                     ref.books[s][ref.base + p] = orders
         ref.rejected = [int(x) for x in np.asarray(state.rejected)]
@@ -98,12 +98,12 @@ class LOBReference:
         return {o[0]: o[1] for o in self.books[s][p][:j]}
 
     def to_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        shape = (2, self.n_ticks, self.max_orders)
+        shape = (self.max_orders, 2, self.n_ticks)
         qty, oid, owner = np.zeros(shape, np.int64), np.full(shape, -1, np.int64), np.zeros(shape, np.int64)
         for s in range(2):
             for p, orders in self.books[s].items():
                 for j, (i, q, w) in enumerate(orders):
-                    qty[s, p - self.base, j], oid[s, p - self.base, j], owner[s, p - self.base, j] = q, i, w
+                    qty[j, s, p - self.base], oid[j, s, p - self.base], owner[j, s, p - self.base] = q, i, w
         return qty, oid, owner
 
     # ---------------------------------------------------------------- messages
