@@ -5,7 +5,8 @@ is a dict `tick -> list of [order_id, qty, owner]` in arrival order (the list or
 market orders walk the ticks one by one, and the order-flow intensities are recomputed with Python
 floats. It does not draw random numbers: it replays the messages (and window shifts) that the JAX book
 drew, so both must end every event in identical states (`to_arrays`). Used by the tests and as the
-NumPy peer of `benchmarks/lob_throughput.py`.
+NumPy peer of `benchmarks/lob_throughput.py` (`run_events`: the same CST flow with NumPy's generator,
+one event at a time).
 
     ref = LOBReference.from_state(jax_state)          # or LOBReference(n_ticks, max_orders, base)
     out = ref.apply(kind, side, price, qty, owner, order_id)
@@ -221,3 +222,27 @@ class LOBReference:
                 d = min(max(d, 1), n_levels)
                 events.append((("cancel", s, p), float(cancel_rate[d - 1]) * n))
         return events
+
+    def run_events(self, rng: np.random.Generator, limit_rate, cancel_rate, market_rate: float,
+                   limit_size_mean: float = 1.0, market_size_mean: float = 1.0, n_events: int = 1000) -> dict:
+        """`n_events` CST events drawn with `rng` (not the JAX draws: same law, other random numbers), each
+        followed by the window shift; returns totals {"events", "traded", "time"}."""
+        traded, clock = 0, 0.0
+        for _ in range(n_events):
+            events = self.rates(limit_rate, cancel_rate, market_rate)
+            weights = np.array([r for _, r in events])
+            total = weights.sum()
+            event = events[int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"))][0]
+            clock += rng.exponential(1.0 / total)
+            if event[0] == "cancel":
+                level = self.books[event[1]][event[2]]
+                self.apply(CANCEL, event[1], 0, 0, 0, level[int(rng.integers(len(level)))][0])
+            else:
+                mean = limit_size_mean if event[0] == "limit" else market_size_mean
+                size = int(rng.geometric(1.0 / mean))  # 1 + Geometric(0-based), mean `mean`
+                if event[0] == "limit":
+                    self.apply(LIMIT, event[1], event[2], size, 0, -1)
+                else:
+                    traded += self.apply(MARKET, event[1], 0, size, 0, -1)["filled"]
+            self.shift(self.recentre_shift())
+        return {"events": n_events, "traded": traded, "time": clock}
