@@ -1,4 +1,5 @@
-"""The optimal-execution environment (seed 000): book model, accounting, timing, rewards, references."""
+"""The optimal-execution environment (seed 000) on its simple book (`book="simple"`): book model, accounting,
+timing, rewards, the NumPy reference. The modelled book is tested in test_env_execution_modelled.py."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def zero_noise(n_levels, fill=0.5):
 
 @pytest.fixture(scope="module")
 def small():
-    env, params = make_execution(horizon=H_SMALL, n_levels=L_SMALL)
+    env, params = make_execution(book="simple", horizon=H_SMALL, n_levels=L_SMALL)
     return env, params, jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
 
 
@@ -72,7 +73,7 @@ N_LONG, H_LONG = 512, 20
 @pytest.fixture(scope="module")
 def long_rollout():
     """H = 20 env and a jit(vmap) rollout over the whole horizon for N_LONG envs (one compilation, shared)."""
-    env, params = make_execution(horizon=H_LONG, n_levels=5)
+    env, params = make_execution(book="simple", horizon=H_LONG, n_levels=5)
     return env, params, rollout_fn(env, H_LONG)
 
 
@@ -87,7 +88,7 @@ def _toy_market(n_bars=40, seed=0, close=None):
 @pytest.fixture(scope="module")
 def replay():
     """A replay env on a toy market, its rollout for one env, and the episode start of key 11."""
-    env, params = make_execution(horizon=H_SMALL, n_levels=L_SMALL, mid_source="replay", market=_toy_market())
+    env, params = make_execution(book="simple", horizon=H_SMALL, n_levels=L_SMALL, mid_source="replay", market=_toy_market())
     key = jax.random.PRNGKey(11)
     t0 = int(jax.jit(env.reset)(jax.random.split(key)[0], params)[1].t0)
     return env, params, rollout_fn(env, H_SMALL), key, t0
@@ -99,8 +100,9 @@ def replay():
 def test_registry_builds_the_env_with_seed_000_actions_and_observation():
     env, params = make("execution", horizon=10, side="sell")
     assert env.num_actions == 10 == len(ACTION_NAMES)
-    assert env.observation_space(params).shape == (15,) == (len(OBS_NAMES),)
+    assert env.observation_space(params).shape == (18,) == (len(OBS_NAMES),)
     assert float(params.side) == -1.0 and params.max_steps_in_episode == 10
+    assert env.book == "modelled"  # the default; the simple book is kept for comparison
 
 
 @pytest.mark.parametrize(
@@ -112,6 +114,9 @@ def test_registry_builds_the_env_with_seed_000_actions_and_observation():
         (dict(horizon=0), "horizon"),
         (dict(quantity=-1.0), "quantity"),
         (dict(volatility=0.1), "unknown keyword"),
+        (dict(book="lobster"), "book"),
+        (dict(flow="bvc"), "data="),
+        (dict(volume_profile=[1.0, 2.0]), "volume_profile"),
     ],
 )
 def test_bad_settings_raise_value_errors_naming_the_argument(kwargs, match):
@@ -128,7 +133,7 @@ def test_gymnax_log_and_flatten_wrappers_run_and_log_completed_episodes(small):
     for t in range(H_SMALL):
         keys = jax.random.split(jax.random.PRNGKey(t + 1), 4)
         obs, state, reward, term, trunc, info = step(keys, state, jnp.full(4, 7), params)
-    assert obs.shape == (4, 15) and np.isfinite(np.asarray(obs)).all()
+    assert obs.shape == (4, len(OBS_NAMES)) and np.isfinite(np.asarray(obs)).all()
     assert bool(term.all()) and not bool(trunc.any())  # TWAP completes exactly at the horizon
     assert bool(info["returned_episode"].all())
     np.testing.assert_array_equal(info["returned_episode_lengths"], H_SMALL)
@@ -292,7 +297,7 @@ def hand_state(env, params):
 
 
 def test_hand_worked_forced_market_order_walks_past_the_best_level_with_sqrt_impact():
-    env, params = make_execution(horizon=1, n_levels=2, side="buy", quantity=1100.0, **HAND)
+    env, params = make_execution(book="simple", horizon=1, n_levels=2, side="buy", quantity=1100.0, **HAND)
     obs, state, reward, done, info = env.transition(hand_state(env, params), 0, params, zero_noise(2))
     # 100 shares at the ask (half spread 5 bps), 1000 beyond it: temp = (1000/1100) * 1 * 1e-3 * sqrt(1000/1000)
     temp = 1000 / 1100 * 1e-3
@@ -306,7 +311,7 @@ def test_hand_worked_forced_market_order_walks_past_the_best_level_with_sqrt_imp
 
 
 def test_hand_worked_sell_aggressive_limit_takes_only_the_best_bid():
-    env, params = make_execution(horizon=4, n_levels=2, side="sell", quantity=300.0, **HAND)
+    env, params = make_execution(book="simple", horizon=4, n_levels=2, side="sell", quantity=300.0, **HAND)
     obs, state, reward, done, info = env.transition(hand_state(env, params), 4, params, zero_noise(2))
     assert float(info["fill_qty"]) == pytest.approx(100.0)  # depth at the best bid
     assert float(info["fill_price"]) == pytest.approx(99.95, rel=1e-6)  # no temporary impact
@@ -323,7 +328,7 @@ def test_hand_worked_sell_aggressive_limit_takes_only_the_best_bid():
 
 
 def test_hand_worked_passive_buy_earns_the_half_spread_when_filled_and_pays_only_time_when_not():
-    env, params = make_execution(horizon=4, n_levels=2, side="buy", quantity=400.0, abs_slippage=0.0, **HAND)
+    env, params = make_execution(book="simple", horizon=4, n_levels=2, side="buy", quantity=400.0, abs_slippage=0.0, **HAND)
     state = hand_state(env, params)
     perm = 0.5 * 1e-3 * math.sqrt(100 / 1000)
     # p = 0.4 * (1 - 0.8 * 0) = 0.4: a uniform draw of 0.3 fills the TWAP slice of 100 at the bid
@@ -342,7 +347,7 @@ def test_hand_worked_passive_buy_earns_the_half_spread_when_filled_and_pays_only
 
 
 def test_hand_worked_order_sizes_of_the_ten_actions():
-    env, params = make_execution(horizon=4, n_levels=2, quantity=400.0, **{**HAND, "volume_curvature": 1.0})
+    env, params = make_execution(book="simple", horizon=4, n_levels=2, quantity=400.0, **{**HAND, "volume_curvature": 1.0})
     state = hand_state(env, params)
     state = state.replace(book=state.book._replace(z=jnp.arctanh(jnp.float32(0.5))))  # I_t = 0.5
     w = [1 + (u * u - 1 / 3) for u in (-0.75, -0.25, 0.25, 0.75)]  # U-shaped profile, c = 1

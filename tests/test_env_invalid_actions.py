@@ -229,7 +229,7 @@ def test_execution_nan_inf_and_out_of_range_actions_are_the_wait_action():
 
 def test_execution_invalid_actions_still_complete_the_order_at_the_horizon_like_the_numpy_reference():
     h, levels = 4, 3
-    env, params = make_execution(horizon=h, n_levels=levels)
+    env, params = make_execution(horizon=h, n_levels=levels, book="simple")  # the NumPy reference is the simple book
 
     @jax.jit
     def rollout(key, action):

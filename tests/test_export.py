@@ -359,7 +359,7 @@ def test_an_export_round_trips_through_an_mlflow_file_store(runs, tmp_path, monk
     record = log_export(runs["ppo_export"], tracking_uri=uri)
     assert record["version"] == 1 and record["model_name"] == "tiny_policy"
     folder = download_export("tiny_policy", tracking_uri=uri, dst=tmp_path / "restored")
-    obs = np.asarray(jax.random.normal(jax.random.key(6), (5, 15)), np.float32)
+    obs = np.asarray(jax.random.normal(jax.random.key(6), (5, 18)), np.float32)
     np.testing.assert_array_equal(load_exported(folder)(obs)["action"], load_exported(runs["ppo_export"])(obs)["action"])
 
 

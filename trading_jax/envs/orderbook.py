@@ -67,6 +67,7 @@ __all__ = [
     "draw_noise",
     "mean_depth",
     "volume_profile",
+    "profile_weights",
     "init_book",
     "step_book",
     "imbalance",
@@ -89,6 +90,8 @@ class BookNoise(NamedTuple):
         ask: `[L]` standard normal, same for the ask side.
         volume: `[]` standard normal, market-volume shock.
         fill: `[]` uniform on [0, 1), the passive-fill draw (fill iff `fill < p`).
+        flow: `[]` standard normal, the trade-flow shock of the modelled book (`trading_jax.envs.flowbook`);
+            drawn only with `draw_noise(..., flow=True)`, else 0.
     """
 
     mid: Array
@@ -99,12 +102,14 @@ class BookNoise(NamedTuple):
     ask: Array
     volume: Array
     fill: Array
+    flow: Array | float = 0.0
 
 
-def draw_noise(key: Array, n_levels: int) -> BookNoise:
-    """Every random number of one transition, a function of `key` only (same key -> same noise)."""
+def draw_noise(key: Array, n_levels: int, flow: bool = False) -> BookNoise:
+    """Every random number of one transition, a function of `key` only (same key -> same noise).
+    `flow=True` draws one more normal (the modelled book's trade-flow shock); the others are unchanged."""
     k_norm, k_fill = jax.random.split(key)
-    normals = jax.random.normal(k_norm, (5 + 2 * n_levels,), jnp.float32)
+    normals = jax.random.normal(k_norm, (5 + 2 * n_levels + int(flow),), jnp.float32)
     return BookNoise(
         mid=normals[0],
         imbalance=normals[1],
@@ -112,8 +117,9 @@ def draw_noise(key: Array, n_levels: int) -> BookNoise:
         depth_best=normals[3],
         volume=normals[4],
         bid=normals[5 : 5 + n_levels],
-        ask=normals[5 + n_levels :],
+        ask=normals[5 + n_levels : 5 + 2 * n_levels],
         fill=jax.random.uniform(k_fill, (), jnp.float32),
+        flow=normals[-1] if flow else jnp.zeros((), jnp.float32),
     )
 
 
@@ -152,6 +158,15 @@ def volume_profile(curvature, horizon: int) -> Array:
     """`w(t) = max(0.05, 1 + c ((2 (t + 1/2) / H - 1)^2 - 1/3))` for t = 0..H-1, `[H]` (U-shaped, mean ~1)."""
     u = 2.0 * (jnp.arange(horizon, dtype=jnp.float32) + 0.5) / horizon - 1.0
     return jnp.maximum(0.05, 1.0 + curvature * (u * u - 1.0 / 3.0))
+
+
+def profile_weights(params, horizon: int) -> Array:
+    """The expected volume weight of each step, `[H]`: `params.volume_profile` when it is set (an array,
+    e.g. calibrated on real bars by `trading_jax.envs.calibration`), else the U-shape `volume_profile`."""
+    custom = getattr(params, "volume_profile", None)
+    if custom is not None:
+        return jnp.asarray(custom, jnp.float32)
+    return volume_profile(params.volume_curvature, horizon)
 
 
 def imbalance(book: BookState) -> Array:
@@ -194,7 +209,9 @@ def init_book(noise: BookNoise, params) -> BookState:
     )
 
 
-def step_book(book: BookState, noise: BookNoise, t, params, horizon: int, exo_return=None) -> BookState:
+def step_book(
+    book: BookState, noise: BookNoise, t, params, horizon: int, exo_return=None, exo_volume=None
+) -> BookState:
     """One exogenous transition t -> t+1 (module docstring), before our own orders' impact.
 
     Args:
@@ -205,6 +222,8 @@ def step_book(book: BookState, noise: BookNoise, t, params, horizon: int, exo_re
         horizon: H (static).
         exo_return: optional exogenous mid log return (replay); default the synthetic
             `alpha * I_t * sigma + sigma * e.mid`.
+        exo_volume: optional market volume of the interval (replayed bars); default the draw
+            `V * w(t) * exp(sd_v * e.volume - sd_v^2 / 2)` with `w = profile_weights(params, H)`.
 
     Returns:
         The book at t+1; the EWMAs (`mom`, `var`) are NOT updated here (the env updates them with the
@@ -219,8 +238,11 @@ def step_book(book: BookState, noise: BookNoise, t, params, horizon: int, exo_re
     ls = log_s_bar + params.spread_persistence * (book.log_spread - log_s_bar) + params.spread_vol * noise.spread
     dbar = mean_depth(params.depth0, params.depth_slope, book.bid.shape[-1])
     bid, ask = _depths(z, noise, dbar, params.depth_vol)
-    w = volume_profile(params.volume_curvature, horizon)[t]
-    vol = params.volume * w * jnp.exp(params.volume_vol * noise.volume - 0.5 * params.volume_vol**2)
+    if exo_volume is None:
+        w = profile_weights(params, horizon)[t]
+        vol = params.volume * w * jnp.exp(params.volume_vol * noise.volume - 0.5 * params.volume_vol**2)
+    else:
+        vol = exo_volume
     lam = params.ewma_decay
     return BookState(
         x=book.x + exo_return,

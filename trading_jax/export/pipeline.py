@@ -10,7 +10,7 @@ with its `features.json`, and a PPO policy trained on the execution environment.
     calendar  [B, L, 2]     day number since 1970-01-01 and second of the day of each bar (only when the
                             features include the time-of-day / day-of-week encodings; the inference engine
                             makes it from timestamps)
-    book      [B, A, 15]    the execution environment's observation of each asset's order book and parent
+    book      [B, A, 18]    the execution environment's observation of each asset's order book and parent
                             order (trading_jax.envs.execution); its "side" entry (14) is set by the signal
 
 and the function computes, all inside one jitted program:
@@ -40,12 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trading_jax.envs.execution import OBS_NAMES
 from trading_jax.export.runtime import ExportError
 
 __all__ = ["export_pipeline", "build_pipeline", "SETTLE", "BOOK_SIZE", "SIDE_INDEX"]
 
 SETTLE = 256
-BOOK_SIZE, SIDE_INDEX = 15, 14
+BOOK_SIZE, SIDE_INDEX = len(OBS_NAMES), OBS_NAMES.index("side")  # the execution env's observation
 
 
 def _feature_pipeline(features: dict):

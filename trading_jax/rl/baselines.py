@@ -37,6 +37,9 @@ baseline ends by the env's forced completion at `t = H - 1` at the latest.
   sqrt-law cost of one TWAP slice). The approximation ignores the depth at the best quote (no temporary
   impact below `d1`), the spread, the imbalance signal and the square-root permanent impact.
 * ``"wait_then_force"``: wait (action 0) every step; the horizon forces the whole order at `t = H - 1`.
+* ``"passive_only"``: the passive limit (action 5) every step; whatever has not filled is forced at
+  `t = H - 1`. On the modelled book (`book="modelled"`) this is the strategy that adverse selection and
+  queue position price (the no-free-lunch control).
 
 **Trading** (`trading_jax.envs.trading`; works in the "discrete", "continuous" and "position_hold" modes,
 for N assets; "long" is the env's `+max_position / N` per asset).
@@ -92,7 +95,7 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 
 # execution.py action indices
-WAIT, MARKET_10, MARKET_25, MARKET_50, TWAP, VWAP = 0, 1, 2, 3, 7, 8
+WAIT, MARKET_10, MARKET_25, MARKET_50, PASSIVE_LIMIT, TWAP, VWAP = 0, 1, 2, 3, 5, 7, 8
 # market-order actions the AC policy chooses from (ties go to the earlier one)
 EXECUTION_AC_ACTIONS = (TWAP, VWAP, WAIT, MARKET_10, MARKET_25, MARKET_50)
 _OBS_IMBALANCE, _OBS_REMAINING, _OBS_TIME_LEFT = 1, 4, 5
@@ -150,7 +153,7 @@ def _almgren_chriss(env, env_params, lam: float = 10.0, kappa: float | None = No
         t = (h - n).astype(jnp.int32)
         rem = jnp.maximum(obs[_OBS_REMAINING], 1e-9)  # R / Q
         target = jnp.maximum(rem - almgren_chriss_holdings(kappa_value, n - 1.0, h), 0.0) / rem  # of R
-        w = ob.volume_profile(env_params.volume_curvature, h)
+        w = ob.profile_weights(env_params, h)
         later = jnp.sum(jnp.where(jnp.arange(h) >= t, w, 0.0))
         vwap = w[t] / jnp.maximum(later, 1e-9)
         sizes = jnp.minimum(jnp.stack([1.0 / n, vwap, 0.0, 0.1, 0.25, 0.5]), 1.0)
@@ -302,6 +305,7 @@ BASELINES: dict[str, dict[str, Callable[..., Policy]]] = {
         "vwap": _constant_execution(VWAP),
         "almgren_chriss": _almgren_chriss,
         "wait_then_force": _constant_execution(WAIT),
+        "passive_only": _constant_execution(PASSIVE_LIMIT),
     },
     "trading": {
         "flat": _constant_trading(0.0),

@@ -29,7 +29,7 @@ def params_to_dict(params) -> dict[str, float]:
     """The float fields of an `EnvParams` (or a vmapped slice of one) as Python floats."""
     out = {}
     for name in params.__dataclass_fields__:
-        if name in ("market", "max_steps_in_episode"):
+        if name in ("market", "max_steps_in_episode", "volume_profile", "flow"):
             continue
         out[name] = float(np.asarray(getattr(params, name)))
     return out
@@ -135,6 +135,9 @@ class ExecutionReference:
                 side * (avg - vwap) / vwap / sig_h if has else 0.0,
                 predicted / sigma,
                 side,
+                0.0,  # resting, queue ahead, trade flow: the modelled book's entries (0 in the simple book)
+                0.0,
+                0.0,
             ]
         )
 
