@@ -656,7 +656,13 @@ class ExecutionEnv(environment.Environment[EnvState, EnvParams]):
         updates = dict(
             gap=gap + taken,
             rest_qty=rest_qty,
-            rest_ahead=jnp.where(still, fb.queue_advance(ahead, flow_at_us, params.cancel_rate), 0.0),
+            # an iceberg's queue is the whole displayed level at each interval (it never advances)
+            rest_ahead=jnp.where(
+                still,
+                jnp.where(kind == ICEBERG, jnp.where(side > 0, nb.bid[0], nb.ask[0]),
+                          fb.queue_advance(ahead, flow_at_us, params.cancel_rate)),
+                0.0,
+            ),
             rest_price=jnp.where(still, price, 0.0),
             rest_kind=jnp.where(still, kind, NONE).astype(jnp.int32),
             flow=jnp.asarray(u, jnp.float32),
