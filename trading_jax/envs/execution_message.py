@@ -25,7 +25,7 @@ lots, i.e. `dev = avg fill price / arrival - 1`.
 
 Sizes are lots of `lot` shares (static, default 25). Our order sizes (the parent's table, in shares) are
 rounded to the nearest whole lot, at least one lot for any order, at most the remainder's lots
-`ceil(R / lot)`. Fills are lots in the book and `min(n * lot, R)` shares in the accounting, so when `Q`
+`ceil(R / lot)` (an order for all of R, the forced completion or the aggressive limit, is exactly those). Fills are lots in the book and `min(n * lot, R)` shares in the accounting, so when `Q`
 is not a whole number of lots the last lot carries the remainder (it trades as a full lot in the book and
 counts its fraction in shares, at the same price); `executed + remaining == Q` holds exactly (both are
 sums of whole-lot multiples until the last fill, which takes exactly `R`).
@@ -187,13 +187,14 @@ def run_background(book: lob.LOBState, key: Array, params: lob.LOBParams, n_even
 
 def to_lots(shares, remaining, lot: float) -> Array:
     """Round an order of `shares` to whole lots: nearest lot, at least 1 for any order > 0, at most
-    `ceil(remaining / lot)` (the remainder's lots, the last one possibly partial). int32 scalar.
+    `ceil(remaining / lot)` (the remainder's lots, the last one possibly partial); an order for the whole
+    remainder (the forced completion, the aggressive limit) is exactly those lots. int32 scalar.
 
     Args:
         shares: float order size (shares, >= 0).  remaining: float shares still to execute.  lot: shares per lot.
     """
     rem_lots = jnp.maximum(jnp.ceil(remaining / lot - 1e-4), (remaining > 0.0).astype(jnp.float32))
-    lots = jnp.clip(jnp.round(shares / lot), 1.0, rem_lots)
+    lots = jnp.where(shares >= remaining, rem_lots, jnp.clip(jnp.round(shares / lot), 1.0, rem_lots))
     return jnp.where(shares > 0.0, lots, 0.0).astype(_I32)
 
 
