@@ -31,7 +31,8 @@ counts its fraction in shares, at the same price); `executed + remaining == Q` h
 sums of whole-lot multiples until the last fill, which takes exactly `R`).
 
 **Order flow per step.** Each env step is `events_per_step` background CST events (static, default 100;
-`lob.run_events`). With the default sizes (limit and market orders of `1 + Geometric` lots with mean
+`run_background`: `lob.event_step` events, except that the background never cancels OUR orders, which
+`lob.run_events` would do: it draws the cancelled order among all those at a tick). With the default sizes (limit and market orders of `1 + Geometric` lots with mean
 `limit_size_mean = market_size_mean = 4`, our illustrative choice; CST's unit orders are sizes of mean 1)
 and the default `cst_params` intensities, about 7% of the events are market orders (2 mu / R with the
 stationary total rate R ~ 27): ~7 market orders a step, measured 32 lots (800 shares) traded per step
