@@ -429,6 +429,37 @@ def _inclusive_cumsum(x: Array) -> Array:
     return x
 
 
+def _blocks(rates: Array, block: int = 8) -> tuple[Array, Array, Array]:
+    """float32 `rates[N]` as `[N / block, block]` blocks (zero-padded), their sums and the inclusive
+    cumulative sums of those (the first level of `_pick`)."""
+    n = rates.shape[-1]
+    nb = -(-n // block)
+    r = jnp.concatenate([rates, jnp.zeros(nb * block - n, rates.dtype)]).reshape(nb, block)
+    bsum = jnp.sum(r, 1)
+    return r, bsum, _inclusive_cumsum(bsum)
+
+
+def _pick(r: Array, bsum: Array, bcum: Array, x: Array) -> Array:
+    """The first i with a positive rate whose cumulative rate `sum_{j <= i} rates[j]` exceeds x (the last
+    positive one if none does, rounding; 0 if all are 0), from `_blocks(rates)`.
+
+    Two levels, the block then the slot in it, instead of a cumulative sum over all N rates (on XLA:CPU
+    under vmap the shifted adds of a cumulative sum over 2 T = 128 rates cost more than all the rest of
+    an event)."""
+    nb, block = r.shape
+    nbs = jnp.arange(nb)
+    last_b = jnp.max(jnp.where(bsum > 0, nbs, 0))
+    b = jnp.min(jnp.where((bcum > x) & (bsum > 0), nbs, nb))
+    b = jnp.where(b < nb, b, last_b)
+    row = jnp.sum(jnp.where((nbs == b)[:, None], r, 0), 0)                 # [block]
+    x2 = x - jnp.sum(jnp.where(nbs < b, bsum, 0))
+    cum = _inclusive_cumsum(row)
+    ks = jnp.arange(block)
+    last_k = jnp.max(jnp.where(row > 0, ks, 0))
+    k = jnp.min(jnp.where((cum > x2) & (row > 0), ks, block))
+    return b * block + jnp.where(k < block, k, last_k)
+
+
 def _book_quotes(book: _Book) -> tuple[Array, Array]:
     """`reference_quotes` of a `_Book`."""
     t = book.cnt.shape[1]
@@ -660,7 +691,8 @@ def _cancel_rates(book: _Book, params: LOBParams, rb: Array, ra: Array) -> Array
     t = book.cnt.shape[1]
     n_levels = params.limit_rate.shape[-1]
     prices = book.base + jnp.arange(t, dtype=jnp.int32)
-    dist = jnp.clip(jnp.stack([ra - prices, prices - rb]), 1, n_levels)    # [2, T]
+    bid = (jnp.arange(2) == BID)[:, None]
+    dist = jnp.clip(jnp.where(bid, ra - prices, prices - rb), 1, n_levels)  # [2, T]
     theta = jnp.broadcast_to(params.cancel_rate[n_levels - 1], dist.shape).astype(jnp.float32)
     for i in range(n_levels - 1):                  # L selects instead of a gather with [2, T] indices
         theta = jnp.where(dist == i + 1, params.cancel_rate[i], theta)
@@ -684,18 +716,16 @@ def _event(book: _Book, u: Array, params: LOBParams) -> tuple[_Book, LOBEvent]:
     n_flow = flow.shape[0]
     cancel = _cancel_rates(book, params, rb, ra).reshape(-1)                                     # [2 T]
     cum_flow = jnp.cumsum(flow)
-    cum_cancel = _inclusive_cumsum(cancel)
-    total = cum_flow[-1] + cum_cancel[-1]
+    blocks = _blocks(cancel)
+    cancel_total = blocks[2][-1]
+    total = cum_flow[-1] + cancel_total
     x = u[0] * total
+    i_cancel = _pick(*blocks, x - cum_flow[-1])
     # the first event with a positive rate whose cumulative rate exceeds x (embedded jump chain); rounding
     # can put x past the last one, then the last event with a positive rate is taken
-    big = n_flow + 2 * t
-    i_flow = jnp.min(jnp.where((cum_flow > x) & (flow > 0), jnp.arange(n_flow), big))
-    i_cancel = jnp.min(jnp.where((cum_cancel > x - cum_flow[-1]) & (cancel > 0), jnp.arange(2 * t), big))
-    last_cancel = jnp.max(jnp.where(cancel > 0, jnp.arange(2 * t), -1))
+    i_flow = jnp.min(jnp.where((cum_flow > x) & (flow > 0), jnp.arange(n_flow), n_flow))
     last_flow = jnp.max(jnp.where(flow > 0, jnp.arange(n_flow), 0))
-    idx = jnp.where(i_flow < big, i_flow,
-                    jnp.where(last_cancel >= 0, n_flow + jnp.minimum(i_cancel, last_cancel), last_flow)).astype(i32)
+    idx = jnp.where(i_flow < n_flow, i_flow, jnp.where(cancel_total > 0, n_flow + i_cancel, last_flow)).astype(i32)
 
     is_limit = idx < 2 * n_levels
     is_market = (idx >= 2 * n_levels) & (idx < n_flow)
