@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from trading_jax.envs import lob
-from trading_jax.envs.execution import AGGRESSIVE, MARKET, OBS_NAMES, PASSIVE, make_execution
+from trading_jax.envs.execution import AGGRESSIVE, MARKET, OBS_NAMES, make_execution
 from trading_jax.envs.execution_message import MessageState, market_walk, run_background, to_lots
 
 H, LOT, EVENTS = 6, 25.0, 20
@@ -232,17 +232,18 @@ def test_the_background_never_cancels_our_order():
 
 
 # ------------------------------------------------------------------------------------------- no free lunch
-def test_no_free_lunch_a_passive_only_strategy_does_not_beat_the_half_spread_on_zero_intelligence_flow():
+def test_no_free_lunch_a_passive_only_strategy_costs_at_least_the_half_spread_on_zero_intelligence_flow():
     """Passive only (action 5 every step, forced completion at the end), 96 episodes of 6 steps, 6 lots
-    (a row's second episode starts from the auto-reset).
+    (a row's second episode starts from the auto-reset): its shortfall is no better than paying the half
+    spread (the issue's no-free-lunch reading, which on this book holds by a wide margin).
 
-    Measured at a larger scale (128 episodes, H = 20, 100 events a step, Q = 120 lots; see the report):
-    the passive fills' one-step markout (mid after the interval - fill price) is +3.2 +- 0.2 bps, the half
-    spread ~3.2 bps: a fill earns the spread it posted in and no more (the CST flow carries no information,
-    and a depleted bid is refilled from the ask side within a few events, so there is little one-step
-    adverse selection); yet the strategy's shortfall is +37.6 +- 2.6 bps, far above -s/2: fills come when the
-    price comes to us, the unfilled rest is forced at the end after the price ran away (and our own
-    resting bids absorb sells and lift the mid)."""
+    Measured at the default book (H = 20, 100 events a step, Q = 3,000 shares = 120 lots, 256 episodes,
+    gamma = 0): passive-only 34.5 +- 1.8 bps against TWAP 23.0 +- 2.0 (half spread about 3.3 bps); the
+    passive fills' markout against the mid at the end of their interval is +4.0 +- 0.1 bps: on CST's
+    zero-intelligence flow a fill keeps the half spread (nothing informed trades against it), but the
+    fills come when the price comes to us, the unfilled rest is forced at the end after the price ran away,
+    and our resting bids absorb sells and lift the mid. In this tiny test book the markout is +0.5 +- 0.5
+    bps, so it is not asserted."""
     _, params = _env()
     params = params.replace(quantity=150.0)
     actions = jnp.full((ROWS, STEPS), 5, jnp.int32)                  # action 5: passive limit
@@ -253,9 +254,4 @@ def test_no_free_lunch_a_passive_only_strategy_does_not_beat_the_half_spread_on_
     assert shortfall.size >= 2 * ROWS
     half = info["spread_bps"].mean() / 2
     se = shortfall.std(ddof=1) / np.sqrt(shortfall.size)
-    assert shortfall.mean() - 3 * se > -half, (shortfall.mean(), se, half)
-    passive = (info["order_kind"] == PASSIVE) & (info["fill_qty"] > 0) & ~info["forced"]
-    assert passive.sum() > 20
-    markout = (info["mid"][passive] / info["fill_price"][passive] - 1) * 1e4
-    se_m = markout.std(ddof=1) / np.sqrt(markout.size)
-    assert markout.mean() - 3 * se_m < half, (markout.mean(), se_m, half)
+    assert shortfall.mean() >= half - 3 * se, (shortfall.mean(), se, half)  # no cheaper than crossing
