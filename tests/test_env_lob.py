@@ -216,6 +216,23 @@ def test_run_events_totals_balance_the_book():
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves((after, stats)), jax.tree.leaves((again, stats2))))
 
 
+@pytest.mark.parametrize("seed", (0, 1))
+def test_run_events_ends_where_the_reference_checked_event_steps_end(seed):
+    # run_events keeps the book in its working layout for the whole scan (converted once in, once out);
+    # event_step converts at every event and is what the reference test replays: same key, same book
+    state0, _, _, events, states = _flow(seed)
+    _, k_u = jax.random.split(jax.random.key(seed))
+    after, stats = jax.jit(lob.run_events, static_argnums=3)(state0, k_u, PARAMS, N_EVENTS)
+    last = _at(states, N_EVENTS - 1)
+    for name in ("qty", "oid", "owner", "base", "next_id", "rejected", "dropped"):
+        np.testing.assert_array_equal(np.asarray(getattr(after, name)), np.asarray(getattr(last, name)), err_msg=name)
+    o = events.outcome
+    np.testing.assert_array_equal(stats.traded, np.asarray(o.traded).sum(0))
+    np.testing.assert_array_equal(stats.our_filled, np.asarray(o.our_filled).sum(0))
+    np.testing.assert_array_equal(stats.dropped, np.asarray(events.dropped).sum(0))
+    assert int(np.asarray(stats.our_filled).sum()) > 0 or seed != 0
+
+
 # ----------------------------------------------------------------------------------------------- queue position
 def test_queue_position_advances_only_through_trades_and_cancellations_ahead():
     counts = {"trade": 0, "cancel": 0, "behind": 0}
