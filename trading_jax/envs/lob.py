@@ -17,19 +17,25 @@ order is a cumulative sum. That is the public state (`LOBState`), the one the te
 reference.
 
 **How a message is applied** (why it is fast under `vmap`). The matching works on a private layout
-(`_Book`; `run_events` converts once per call, `event_step` and `apply_message` once per message): the
-slot arrays as `[2 T, K]` rows, one row per side and absolute tick P at row `s T + (P mod T)` (a ring
-over the ticks, so a window shift moves no order), plus per-tick totals in window order, `cnt[2, T]`
-orders, `tot[2, T]` lots and `ours[2, T]` our lots. A message changes at most ONE row of slots: a
-limit remainder rests at its tick, or the one tick a match leaves partly filled is compacted, or the
+(`_Book`; `run_events` converts once per call, `event_step` and `apply_message` once per message):
+everything sits on a RING over the ticks, absolute tick P at position `(P - origin) mod T`, so a window
+shift moves nothing (the ticks that leave are emptied, and their positions are the ticks that enter):
+the slot arrays as `[2 T, K]` rows, one per side and position, plus per-tick totals `cnt[2, T]` orders,
+`tot[2, T]` lots and `ours[2, T]` our lots. A message changes at most ONE row of slots: a limit
+remainder rests at its tick, or the one tick a match leaves partly filled is compacted, or the
 cancelled order leaves its tick; the ticks a match takes whole only get `cnt = 0` (slots past `cnt` are
 stale and never read). So every message is one row gathered, rewritten and scattered back (K values)
-plus branch-free arithmetic on the `[2, T]` totals (a cumulative sum over T by log2(T) shifted adds,
-the fills of the whole ticks, the rates of the next event), never a pass over all `2 T K` slots. Under
+plus branch-free arithmetic on the `[2, T]` totals (rotated to window order where price order matters:
+a cumulative sum over T by log2(T) shifted adds for the match, the next event's cancel tick picked in
+two levels, 16 block sums of 8 rates and then one block), never a pass over all `2 T K` slots. Under
 `vmap` every book still does the same work in lock step: no sort, no `while_loop`, no data-dependent
-shape. Measured on a 2-core CPU at 4096 vmapped books (64 ticks, 8 slots): ~7.6 microseconds per
-event per book, against ~40 for the previous dense version that rewrote every `[K, 2, T]` slot array
-several times per message (prefix sums as matmuls, compaction by static shifts, a gather to recentre).
+shape. On XLA:CPU the cost is now spread over ~100 small fusions per event; what was measured to matter:
+a cumulative sum over the 2T cancel rates (replaced by the two levels), `jnp.stack` of per-book values
+(vmap puts the batch axis second, and XLA then fuses a transpose into every consumer), and indexing a
+`[T]` vector with `[T]` positions (a gather of single elements; a slice of `[x, x]` is far cheaper).
+The previous dense version rewrote every `[K, 2, T]` slot array several times per message (prefix
+sums as matmuls, compaction by static shifts, a gather to recentre): ~45 us of CPU time per event per
+book at 4096 vmapped books (64 ticks, 8 slots) against ~3 us now (benchmarks/lob_throughput.py).
 A table of `(price, time, qty, id)` rows would need an O(M^2) priority comparison or a sort per market
 order, and JAX-LOB's matching `while_loop` runs to the largest iteration count in a vmapped batch.
 
@@ -367,11 +373,13 @@ def init_book(key: Array, params: LOBParams, n_ticks: int = 64, max_orders: int 
 class _Book(NamedTuple):
     """The layout the matching works on (private; `LOBState` is the public one). T = n_ticks, K = max_orders.
 
-    The slot arrays are `[2 T, K]`: row `s T + (P mod T)` holds the orders of side s at absolute tick P (a
-    ring over the ticks, so a window shift moves no order), slots in time priority, and only the first
-    `cnt` slots of a row are meaningful (the others hold stale values that nothing reads). The per-tick
-    totals are in window order: `cnt[s, p]`, `tot[s, p]`, `ours[s, p]` = orders, lots and our lots at
-    window tick p (absolute tick base + p).
+    Everything is on a ring over the ticks, so a window shift moves nothing: absolute tick P is at ring
+    position `i = (P - origin) mod T` (`origin`: the window's first tick when the state was converted, so
+    converting in needs no rotation; window tick p is at `(p + r) mod T`, `r = (base - origin) mod T`).
+    The slot arrays are `[2 T, K]`, row `s T + i` the orders of side s at ring position i, slots in time
+    priority; only the first `cnt` slots of a row are meaningful (the others hold stale values that
+    nothing reads). The per-tick totals `cnt[s, i]`, `tot[s, i]`, `ours[s, i]` are the orders, lots and
+    our lots at ring position i.
     """
 
     qty: Array
@@ -380,6 +388,7 @@ class _Book(NamedTuple):
     cnt: Array
     tot: Array
     ours: Array
+    origin: Array
     base: Array
     next_id: Array
     time: Array
@@ -388,17 +397,16 @@ class _Book(NamedTuple):
 
 
 def _to_book(state: LOBState) -> _Book:
-    """`LOBState` -> `_Book` (one transpose and one rotation of the slot arrays)."""
+    """`LOBState` -> `_Book` (a transpose of the slot arrays: origin = base, the ring starts at the window)."""
     k, _, t = state.qty.shape
-    r = jnp.remainder(state.base, t)
 
-    def ring(x):                                   # [K, 2, T] window order -> [2 T, K], row s T + (base + p) mod T
-        return jnp.roll(jnp.transpose(x, (1, 2, 0)), r, axis=1).reshape(2 * t, k)
+    def ring(x):                                   # [K, 2, T] -> [2 T, K], row s T + p
+        return jnp.transpose(x, (1, 2, 0)).reshape(2 * t, k)
 
     live = state.qty > 0
     return _Book(qty=ring(state.qty), oid=ring(state.oid), own=ring(state.owner),
                  cnt=jnp.sum(live, 0).astype(jnp.int32), tot=jnp.sum(state.qty, 0),
-                 ours=jnp.sum(jnp.where(state.owner == OURS, state.qty, 0), 0), base=state.base,
+                 ours=jnp.sum(jnp.where(state.owner == OURS, state.qty, 0), 0), origin=state.base, base=state.base,
                  next_id=state.next_id, time=state.time, rejected=state.rejected, dropped=state.dropped)
 
 
@@ -406,8 +414,8 @@ def _from_book(book: _Book) -> LOBState:
     """`_Book` -> `LOBState` (empty slots: qty 0, oid -1, owner 0)."""
     k = book.qty.shape[1]
     t = book.cnt.shape[1]
-    r = jnp.remainder(book.base, t)
-    live = jnp.arange(k, dtype=jnp.int32)[:, None, None] < book.cnt[None]
+    r = jnp.remainder(book.base - book.origin, t)
+    live = jnp.arange(k, dtype=jnp.int32)[:, None, None] < jnp.roll(book.cnt, -r, axis=1)[None]
 
     def window(x, fill):
         x = jnp.transpose(jnp.roll(x.reshape(2, t, k), -r, axis=1), (2, 0, 1))
@@ -460,10 +468,30 @@ def _pick(r: Array, bsum: Array, bcum: Array, x: Array) -> Array:
     return b * block + jnp.where(k < block, k, last_k)
 
 
+def _ring(book: _Book) -> tuple[Array, Array]:
+    """(r, p): the ring position of window tick 0, and int32 `[T]` the window tick at each ring position."""
+    t = book.cnt.shape[1]
+    r = jnp.remainder(book.base - book.origin, t)
+    i = jnp.arange(t, dtype=jnp.int32)
+    return r, jnp.where(i >= r, i - r, i - r + t)
+
+
+def _rotate(x: Array, start: Array) -> Array:
+    """`y[..., j] = x[..., (j + start) mod T]` for start in [0, T): a slice of `[x, x]` (under vmap a gather
+    of whole rows; indexing with `[T]` positions becomes a gather of single elements, much slower)."""
+    t = x.shape[-1]
+    return jax.lax.dynamic_slice_in_dim(jnp.concatenate([x, x], -1), start, t, x.ndim - 1)
+
+
+def _ring_pos(r: Array, p: Array, t: int) -> Array:
+    """Ring position of window tick p in [0, T)."""
+    return jnp.where(p + r < t, p + r, p + r - t)
+
+
 def _book_quotes(book: _Book) -> tuple[Array, Array]:
     """`reference_quotes` of a `_Book`."""
     t = book.cnt.shape[1]
-    p = jnp.arange(t, dtype=jnp.int32)
+    p = _ring(book)[1]
     live = book.cnt > 0
     has_b, has_a = jnp.any(live[0]), jnp.any(live[1])
     bb = book.base + jnp.max(jnp.where(live[0], p, -1))
@@ -488,6 +516,7 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
     ticks = jnp.arange(t, dtype=i32)
     slots = jnp.arange(k, dtype=i32)
     prices = book.base + ticks
+    r, p_ring = _ring(book)
 
     is_limit, is_market, is_cancel = kind == LIMIT, kind == MARKET, kind == CANCEL
     side_ok = (side == BID) | (side == ASK)
@@ -502,7 +531,7 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
 
     # --- match against the opposite side, tick by tick (window order, [T])
     reach = is_market | jnp.where(s == BUY, ticks <= pw, ticks >= pw)
-    row = jnp.where(reach & do_match, jnp.where(opp == ASK, book.tot[1], book.tot[0]), 0)
+    row = jnp.where(reach & do_match, _rotate(jnp.where(opp == ASK, book.tot[1], book.tot[0]), r), 0)
     incl = _inclusive_cumsum(row)
     ahead = jnp.where(opp == ASK, incl - row, incl[-1] - incl)          # lots at better ticks
     q_match = jnp.where(do_match, q, 0)
@@ -515,12 +544,13 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
     filled = jnp.sum(fill_row)
     cost = jnp.sum(fill_row * prices)
     ours_row = jnp.where(opp == ASK, book.ours[1], book.ours[0])
-    ours_emptied = jnp.where(emptied, ours_row, 0)
+    emptied_ring = _rotate(emptied, jnp.where(r > 0, t - r, 0))
+    ours_emptied = jnp.where(emptied_ring, ours_row, 0)
 
     # --- where a limit remainder would rest
     rem = q - filled
     cnt_side = jnp.where(s == ASK, book.cnt[1], book.cnt[0])
-    n_at = jnp.sum(jnp.where(ticks == pw_c, cnt_side, 0))
+    n_at = jnp.sum(jnp.where(ticks == _ring_pos(r, pw_c, t), cnt_side, 0))
     rest = limit_ok & (rem > 0)
     room = n_at < k
     insert = rest & room
@@ -529,9 +559,10 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
     # --- the one row that changes
     r_side = jnp.where(cancel_now, c_side, jnp.where(is_partial, opp, s))
     r_tick = jnp.where(cancel_now, c_tick, jnp.where(is_partial, p_part, pw_c))
-    row_at = (sides == r_side)[:, None] & (ticks == r_tick)[None, :]                              # [2, T]
+    r_pos = _ring_pos(r, r_tick, t)
+    row_at = (sides == r_side)[:, None] & (ticks == r_pos)[None, :]                               # [2, T] ring
     n = jnp.sum(jnp.where(row_at, book.cnt, 0))
-    ridx = r_side * t + jnp.remainder(book.base + r_tick, t)
+    ridx = r_side * t + r_pos
     cq, co, cw = book.qty[ridx], book.oid[ridx], book.own[ridx]                                   # [K]
     live = slots < n
     cq = jnp.where(live, cq, 0)
@@ -554,7 +585,7 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
     our_part = jnp.sum(jnp.where(cw == OURS, fill, 0))
     cancelled_lots = jnp.sum(jnp.where(gone, cq, 0))
 
-    emptied2 = (sides == opp)[:, None] & emptied[None, :]                                         # [2, T]
+    emptied2 = (sides == opp)[:, None] & emptied_ring[None, :]                                    # [2, T] ring
     cnt = jnp.where(row_at, n_new, jnp.where(emptied2, 0, book.cnt))
     tot = jnp.where(row_at, row_tot, jnp.where(emptied2, 0, book.tot))
     ours = jnp.where(row_at, row_ours, jnp.where(emptied2, 0, book.ours))
@@ -565,7 +596,7 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
                                            jnp.where(rest & ~room, REJECT_FULL, OK)))).astype(i32)
     order_id = jnp.where(is_limit & (status == OK), book.next_id, jnp.where(cancel_now, target, -1))
     our_filled = jnp.sum(ours_emptied) + our_part
-    our_cost = jnp.sum(ours_emptied * prices) + our_part * (book.base + p_part)
+    our_cost = jnp.sum(ours_emptied * (book.base + p_ring)) + our_part * (book.base + p_part)
     book = book._replace(qty=book.qty.at[ridx].set(nq), oid=book.oid.at[ridx].set(no),
                          own=book.own.at[ridx].set(nw), cnt=cnt, tot=tot, ours=ours,
                          next_id=book.next_id + is_limit.astype(i32),
@@ -579,21 +610,18 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
 
 
 def _recentre(book: _Book) -> tuple[_Book, Array, Array, Array]:
-    """`recentre` on a `_Book`: only the `[2, T]` totals move (the slot rows are a ring over the ticks)."""
+    """`recentre` on a `_Book`: nothing moves (everything is on the ring); the ticks that leave the window
+    are emptied and their ring positions become the ticks that enter."""
     t = book.cnt.shape[1]
     rb, ra = _book_quotes(book)
     off2 = rb + ra - 2 * book.base - t
     d = jnp.where(jnp.abs(off2) * 2 > t, jnp.floor_divide(off2, 2), 0).astype(jnp.int32)
-    start = jnp.clip(t + d, 0, 2 * t)
-
-    def shift(x):                                  # new[:, p] = old[:, p + d], 0 outside the old window
-        padded = jnp.concatenate([jnp.zeros_like(x), x, jnp.zeros_like(x)], 1)
-        return jax.lax.dynamic_slice_in_dim(padded, start, t, 1)
-
-    cnt, tot, ours = shift(book.cnt), shift(book.tot), shift(book.ours)
-    dropped = jnp.sum(book.tot, 1) - jnp.sum(tot, 1)
-    our_dropped = jnp.sum(book.ours, 1) - jnp.sum(ours, 1)
-    book = book._replace(cnt=cnt, tot=tot, ours=ours, base=book.base + d, dropped=book.dropped + dropped)
+    p = _ring(book)[1]
+    leaves = ((p < d) | (p >= t + d))[None, :]        # old window ticks outside the new window, [1, T] ring
+    dropped = jnp.sum(jnp.where(leaves, book.tot, 0), 1)
+    our_dropped = jnp.sum(jnp.where(leaves, book.ours, 0), 1)
+    book = book._replace(cnt=jnp.where(leaves, 0, book.cnt), tot=jnp.where(leaves, 0, book.tot),
+                         ours=jnp.where(leaves, 0, book.ours), base=book.base + d, dropped=book.dropped + dropped)
     return book, d, dropped, our_dropped
 
 
@@ -687,10 +715,10 @@ def event_rates(state: LOBState, params: LOBParams) -> Array:
 
 
 def _cancel_rates(book: _Book, params: LOBParams, rb: Array, ra: Array) -> Array:
-    """float32 `[2, T]` cancellation rates theta(d) n(p) in window order."""
-    t = book.cnt.shape[1]
+    """float32 `[2, T]` cancellation rates theta(d) n(p) at the ring positions (window order right after
+    `_to_book`, where the ring starts at the window)."""
     n_levels = params.limit_rate.shape[-1]
-    prices = book.base + jnp.arange(t, dtype=jnp.int32)
+    prices = book.base + _ring(book)[1]
     bid = (jnp.arange(2) == BID)[:, None]
     dist = jnp.clip(jnp.where(bid, ra - prices, prices - rb), 1, n_levels)  # [2, T]
     theta = jnp.broadcast_to(params.cancel_rate[n_levels - 1], dist.shape).astype(jnp.float32)
@@ -714,7 +742,8 @@ def _event(book: _Book, u: Array, params: LOBParams) -> tuple[_Book, LOBEvent]:
     flow = jnp.concatenate([params.limit_rate, params.limit_rate,
                             jnp.broadcast_to(params.market_rate, (2,))]).astype(jnp.float32)     # [2 L + 2]
     n_flow = flow.shape[0]
-    cancel = _cancel_rates(book, params, rb, ra).reshape(-1)                                     # [2 T]
+    r, _ = _ring(book)
+    cancel = _rotate(_cancel_rates(book, params, rb, ra), r).reshape(-1)            # [2 T] window order
     cum_flow = jnp.cumsum(flow)
     blocks = _blocks(cancel)
     cancel_total = blocks[2][-1]
@@ -734,9 +763,10 @@ def _event(book: _Book, u: Array, params: LOBParams) -> tuple[_Book, LOBEvent]:
     lim_price = jnp.where(lim_side == BID, ra - dist, rb + dist)
     c = jnp.maximum(idx - n_flow, 0)
     c_side, c_tick = c // t, c % t
-    n_at = jnp.sum(jnp.where((jnp.arange(2)[:, None] == c_side) & (jnp.arange(t)[None, :] == c_tick), book.cnt, 0))
+    c_pos = _ring_pos(r, c_tick, t)
+    n_at = jnp.sum(jnp.where((jnp.arange(2)[:, None] == c_side) & (jnp.arange(t)[None, :] == c_pos), book.cnt, 0))
     slot = jnp.minimum(jnp.floor(u[1] * n_at).astype(i32), jnp.maximum(n_at - 1, 0))
-    target = book.oid[c_side * t + jnp.remainder(book.base + c_tick, t), slot]
+    target = book.oid[c_side * t + c_pos, slot]
 
     kind = jnp.where(is_limit, LIMIT, jnp.where(is_market, MARKET, CANCEL)).astype(i32)
     side = jnp.where(is_limit, lim_side, jnp.where(is_market, idx - 2 * n_levels, c_side)).astype(i32)
