@@ -39,6 +39,9 @@ BATCHES = (1, 256, 4096)
 QUICK_BATCHES = (1, 4096)
 N_TICKS, MAX_ORDERS, BURN_IN = 64, 8, 500
 EVENTS_PER_ENV_STEP = 100
+# the dense version before the working layout (commit 7bde729, every [K, 2, T] slot array rewritten several
+# times per message), as this benchmark recorded it on this 2-core machine (load average 3.4 during the run)
+PREVIOUS = {"commit": "7bde729", "events_per_s": {"1": 17631, "256": 28808, "4096": 24370}, "load_average": 3.4}
 
 
 def events_for(batch: int, budget: int, min_events: int) -> int:
@@ -124,6 +127,9 @@ def main() -> None:
     top = results["ours"][str(batches[-1])]["events_per_s"]
     one = results["ours"]["1"]["events_per_s"]
     results["ratios"] = {f"lob_{batches[-1]}_vs_numpy": top / ref["events_per_s"], "lob_1_vs_numpy": one / ref["events_per_s"]}
+    results["previous_version"] = PREVIOUS
+    results["ratios"]["vs_previous_version"] = {b: results["ours"][b]["events_per_s"] / PREVIOUS["events_per_s"][b]
+                                                for b in results["ours"] if b in PREVIOUS["events_per_s"]}
     record_load(results["machine"], load_before)
     write_results(output_path("lob_throughput", args), results)
     print(f"lob_throughput: ours {top:,.0f} events/s ({batches[-1]} books; {top / EVENTS_PER_ENV_STEP:,.0f} env-steps/s "
