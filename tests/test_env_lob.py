@@ -233,6 +233,133 @@ def test_run_events_ends_where_the_reference_checked_event_steps_end(seed):
     assert int(np.asarray(stats.our_filled).sum()) > 0 or seed != 0
 
 
+# ----------------------------------------------------------------------------------------------- sparing our orders
+def _scan_spare_events(state, u):
+    def body(s, u_i):
+        s, ev = lob.event_step(s, u_i, PARAMS, cancel_ours=False)
+        return s, (ev, s)
+
+    return jax.lax.scan(body, state, u)[1]
+
+
+_scan_spare_events_jit = jax.jit(_scan_spare_events)
+_run = jax.jit(lob.run_events, static_argnums=3, static_argnames="cancel_ours")
+
+
+@functools.lru_cache(maxsize=None)
+def _spare_flow(seed: int):
+    """A book with four orders of OURS behind background orders (bid ticks bb - 1, bb - 2, ask ticks ba + 1,
+    ba + 3: where the background cancels often), then N_EVENTS events of the `cancel_ours=False` flow.
+    Returns (initial state, uniforms, events, states after each event) on the host."""
+    k_init, k_u = jax.random.split(jax.random.key(seed))
+    state = lob.init_book(k_init, PARAMS, n_ticks=T, max_orders=K, burn_in=0)
+    bb, ba = int(lob.best_bid(state)), int(lob.best_ask(state))
+    for side, tick, qty in ((lob.BUY, bb - 1, 2), (lob.BUY, bb - 2, 1), (lob.SELL, ba + 1, 1), (lob.SELL, ba + 3, 2)):
+        state, oid = lob.submit_limit(state, side, tick, qty)
+        assert int(oid) >= 0
+    u = jax.random.uniform(k_u, (N_EVENTS, 4), jnp.float32)
+    events, states = jax.device_get(_scan_spare_events_jit(state, u))
+    return state, np.asarray(u), events, states
+
+
+def _owner_of(state, order_id: int) -> int:
+    qty, oid, owner = np.asarray(state.qty), np.asarray(state.oid), np.asarray(state.owner)
+    hit = (oid == order_id) & (qty > 0)
+    assert hit.sum() == 1, order_id
+    return int(owner[hit][0])
+
+
+@pytest.mark.parametrize("seed", (0, 1))
+def test_the_flow_that_spares_our_orders_matches_the_reference_after_every_event(seed):
+    state0, u, events, states = _spare_flow(seed)
+    ref = LOBReference.from_state(state0)
+    args = (np.asarray(PARAMS.limit_rate), np.asarray(PARAMS.cancel_rate), float(PARAMS.market_rate))
+    # the rates of the first event: the cancel clock of a tick counts its background orders only
+    rates = ref.rates(*args, cancel_ours=False)
+    np.testing.assert_allclose(np.asarray(lob.event_rates(state0, PARAMS, cancel_ours=False)), [r for _, r in rates],
+                               rtol=1e-6)
+    assert sum(r for _, r in rates) < sum(r for _, r in ref.rates(*args)), "ours no longer count"
+    beside_ours = 0
+    for i in range(N_EVENTS):
+        ev = _at(events, i)
+        rates = ref.rates(*args, cancel_ours=False)
+        total = sum(r for _, r in rates)
+        assert float(ev.rate) == pytest.approx(total, rel=1e-5)
+        m = ev.message
+        kind, side = int(m.kind), int(m.side)
+        label = {lob.LIMIT: ("limit", side, int(m.price)), lob.MARKET: ("market", side)}.get(kind)
+        if kind == lob.CANCEL:
+            where = ref.find(int(m.order_id))
+            assert where is not None and where[0] == side
+            label = ("cancel", side, where[1])
+            # the cancelled order is the floor(u1 n0)-th background order of its tick, in time priority
+            level = ref.cancellable(side, where[1], cancel_ours=False)
+            j = int(np.floor(np.float32(u[i, 1]) * np.float32(len(level))))
+            assert int(m.order_id) == level[j][0] and level[j][2] == 0
+            beside_ours += any(o[2] == lob.OURS for o in ref.books[side][where[1]])
+        lo = sum(r for _, r in rates[:[e for e, _ in rates].index(label)])
+        hi = lo + dict(rates)[label]
+        assert dict(rates)[label] > 0 and lo - 1e-4 * total <= float(u[i, 0]) * total <= hi + 1e-4 * total
+        ours_before = [ref.resting(s, owner=lob.OURS) for s in (0, 1)]
+        out = ref.apply(kind, side, int(m.price), int(m.qty), int(m.owner), int(m.order_id))
+        assert _outcome_dict(ev.outcome) == out, f"seed {seed} event {i}"
+        shift = ref.recentre_shift()
+        assert int(ev.shift) == shift
+        dropped, our_dropped = ref.shift(shift)
+        assert np.asarray(ev.dropped).tolist() == dropped and np.asarray(ev.our_dropped).tolist() == our_dropped
+        _assert_same_book(_at(states, i), ref, f"seed {seed} event {i}")
+        # our lots leave only by trading or off the window, never by a cancellation
+        for s in (0, 1):
+            assert ref.resting(s, owner=lob.OURS) == ours_before[s] - out["our_filled"][s] - our_dropped[s]
+    assert beside_ours > 0, "some cancellations hit a tick where our orders rest"
+
+
+def test_the_background_never_cancels_our_orders_where_cst_as_written_does():
+    for seed in (0, 1):
+        state0, u, events, states = _spare_flow(seed)
+        cancels = np.flatnonzero(np.asarray(events.message.kind) == lob.CANCEL)
+        assert cancels.size > 10
+        for i in cancels:
+            before = state0 if i == 0 else _at(states, i - 1)
+            assert _owner_of(before, int(events.message.order_id[i])) == 0, f"seed {seed} event {i}"
+        # the same book and uniforms under CST as written (every order cancels): some cancel takes ours
+        old_events, old_states = jax.device_get(_scan_events_jit(state0, jnp.asarray(u)))
+        old = np.flatnonzero(np.asarray(old_events.message.kind) == lob.CANCEL)
+        owners = [_owner_of(state0 if i == 0 else _at(old_states, i - 1), int(old_events.message.order_id[i]))
+                  for i in old]
+        assert lob.OURS in owners, seed
+
+
+@pytest.mark.parametrize("seed", (0, 1))
+def test_run_events_sparing_ours_ends_where_its_event_steps_end(seed):
+    state0, _, events, states = _spare_flow(seed)
+    _, k_u = jax.random.split(jax.random.key(seed))
+    after, stats = _run(state0, k_u, PARAMS, N_EVENTS, cancel_ours=False)
+    last = _at(states, N_EVENTS - 1)
+    for name in ("qty", "oid", "owner", "base", "next_id", "rejected", "dropped"):
+        np.testing.assert_array_equal(np.asarray(getattr(after, name)), np.asarray(getattr(last, name)), err_msg=name)
+    o = events.outcome
+    np.testing.assert_array_equal(stats.traded, np.asarray(o.traded).sum(0))
+    np.testing.assert_array_equal(stats.cancelled, np.asarray(o.cancelled).sum(0))
+    np.testing.assert_array_equal(stats.our_filled, np.asarray(o.our_filled).sum(0))
+    np.testing.assert_array_equal(stats.our_dropped, np.asarray(events.our_dropped).sum(0))
+    assert float(stats.elapsed) == pytest.approx(float(np.asarray(events.dt).sum()), rel=1e-5)
+
+
+def test_with_no_orders_of_ours_both_flows_are_the_same_event_for_event():
+    state = lob.init_book(jax.random.key(8), PARAMS, n_ticks=T, max_orders=K, burn_in=0)
+    u = jax.random.uniform(jax.random.key(9), (N_EVENTS, 4), jnp.float32)
+    cst, spare = jax.device_get((_scan_events_jit(state, u), _scan_spare_events_jit(state, u)))
+    for x, y in zip(jax.tree.leaves(cst), jax.tree.leaves(spare)):
+        np.testing.assert_array_equal(x, y)
+    assert (np.asarray(cst[0].message.kind) == lob.CANCEL).sum() > 10
+    a = _run(state, jax.random.key(10), PARAMS, N_EVENTS)
+    b = _run(state, jax.random.key(10), PARAMS, N_EVENTS, cancel_ours=False)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert int(a[1].events[lob.CANCEL].sum()) > 10
+
+
 # ----------------------------------------------------------------------------------------------- queue position
 def test_queue_position_advances_only_through_trades_and_cancellations_ahead():
     counts = {"trade": 0, "cancel": 0, "behind": 0}
@@ -298,6 +425,7 @@ def test_vmap_over_books_equals_a_loop_over_them():
     (lambda: lob.submit_limit(lob.empty_book(16, 2, 100), lob.SELL, 130, 1), r"price_tick=130 is outside .*\[100, 116\)"),
     (lambda: lob.submit_market(lob.empty_book(16, 2, 100), lob.BUY, 0), "qty=0"),
     (lambda: lob.run_events(lob.empty_book(16, 2), jax.random.key(0), PARAMS, -1), "n_events=-1"),
+    (lambda: lob.run_events(lob.empty_book(16, 2), jax.random.key(0), PARAMS, 3, cancel_ours="no"), "cancel_ours='no'"),
 ])
 def test_a_user_mistake_is_a_one_line_value_error(call, match):
     with pytest.raises(ValueError, match=match) as info:

@@ -21,7 +21,8 @@ reference.
 everything sits on a RING over the ticks, absolute tick P at position `(P - origin) mod T`, so a window
 shift moves nothing (the ticks that leave are emptied, and their positions are the ticks that enter):
 the slot arrays as `[2 T, K]` rows, one per side and position, plus per-tick totals `cnt[2, T]` orders,
-`tot[2, T]` lots and `ours[2, T]` our lots. A message changes at most ONE row of slots: a limit
+`tot[2, T]` lots and `ours[2, T]` our lots (and, for the `cancel_ours=False` flow only, `ocnt[2, T]` our
+orders). A message changes at most ONE row of slots: a limit
 remainder rests at its tick, or the one tick a match leaves partly filled is compacted, or the
 cancelled order leaves its tick; the ticks a match takes whole only get `cnt = 0` (slots past `cnt` are
 stale and never read). So every message is one row gathered, rewritten and scattered back (K values)
@@ -84,6 +85,15 @@ reimplementations of the model; the paper's table was not re-checked here). For 
 (our own illustrative choice). Orders that drift further than L ticks from the opposite quote cancel at
 `theta(L)` (our choice). The window size, the slot count and the burn-in length are our own
 illustrative defaults.
+
+**Background cancellations that spare our orders** (`cancel_ours=False` of `event_step` / `run_events`,
+used by the execution env): CST's flow cancels every resting order at its rate theta, ours included. With
+`cancel_ours=False` the cancel clock of tick p counts only the background (owner 0) orders resting there,
+`theta(d) * n0(p)` with `n0(p) = n(p) - (our orders at p)`, and the cancelled order is drawn uniformly
+among those n0(p). That is still an exact embedded jump chain: it is the CST flow of the background
+orders, with our orders as bystanders that leave only by trading, by our own cancel or off the window
+(no event is drawn and thrown away). With no order of ours in the book the two flows are the same, event
+for event.
 """
 
 from __future__ import annotations
@@ -92,6 +102,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Array = jax.Array
@@ -165,8 +176,6 @@ def cst_params(n_levels: int = 5, limit_size_mean: float = 1.0, market_size_mean
         ValueError: for n_levels < 1, a negative or non-finite rate, a size mean below 1, or rate arrays
             of the wrong length.
     """
-    import numpy as np
-
     if int(n_levels) != n_levels or n_levels < 1:
         raise ValueError(f"n_levels={n_levels!r}: need an integer >= 1 (limit-order distances per side)")
     n_levels = int(n_levels)
@@ -379,7 +388,8 @@ class _Book(NamedTuple):
     The slot arrays are `[2 T, K]`, row `s T + i` the orders of side s at ring position i, slots in time
     priority; only the first `cnt` slots of a row are meaningful (the others hold stale values that
     nothing reads). The per-tick totals `cnt[s, i]`, `tot[s, i]`, `ours[s, i]` are the orders, lots and
-    our lots at ring position i.
+    our lots at ring position i. `ocnt[s, i]`, OUR orders at ring position i, is kept only where the flow
+    needs it (`cancel_ours=False`); elsewhere it is None (an empty pytree: nothing to compute or carry).
     """
 
     qty: Array
@@ -394,10 +404,12 @@ class _Book(NamedTuple):
     time: Array
     rejected: Array
     dropped: Array
+    ocnt: Array | None = None
 
 
-def _to_book(state: LOBState) -> _Book:
-    """`LOBState` -> `_Book` (a transpose of the slot arrays: origin = base, the ring starts at the window)."""
+def _to_book(state: LOBState, count_ours: bool = False) -> _Book:
+    """`LOBState` -> `_Book` (a transpose of the slot arrays: origin = base, the ring starts at the window);
+    with `count_ours`, also the per-tick count of our orders `ocnt`."""
     k, _, t = state.qty.shape
 
     def ring(x):                                   # [K, 2, T] -> [2 T, K], row s T + p
@@ -407,7 +419,8 @@ def _to_book(state: LOBState) -> _Book:
     return _Book(qty=ring(state.qty), oid=ring(state.oid), own=ring(state.owner),
                  cnt=jnp.sum(live, 0).astype(jnp.int32), tot=jnp.sum(state.qty, 0),
                  ours=jnp.sum(jnp.where(state.owner == OURS, state.qty, 0), 0), origin=state.base, base=state.base,
-                 next_id=state.next_id, time=state.time, rejected=state.rejected, dropped=state.dropped)
+                 next_id=state.next_id, time=state.time, rejected=state.rejected, dropped=state.dropped,
+                 ocnt=jnp.sum(live & (state.owner == OURS), 0).astype(jnp.int32) if count_ours else None)
 
 
 def _from_book(book: _Book) -> LOBState:
@@ -589,6 +602,10 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
     cnt = jnp.where(row_at, n_new, jnp.where(emptied2, 0, book.cnt))
     tot = jnp.where(row_at, row_tot, jnp.where(emptied2, 0, book.tot))
     ours = jnp.where(row_at, row_ours, jnp.where(emptied2, 0, book.ours))
+    ocnt = book.ocnt
+    if ocnt is not None:
+        row_ocnt = jnp.sum(live_new & (nw == OURS)).astype(i32)
+        ocnt = jnp.where(row_at, row_ocnt, jnp.where(emptied2, 0, ocnt))
 
     status = jnp.where(~valid, REJECT_INVALID,
                        jnp.where(is_limit & ~in_window, REJECT_WINDOW,
@@ -598,7 +615,7 @@ def _apply(book: _Book, kind, side, price, q, owner, found, c_side, c_tick, c_sl
     our_filled = jnp.sum(ours_emptied) + our_part
     our_cost = jnp.sum(ours_emptied * (book.base + p_ring)) + our_part * (book.base + p_part)
     book = book._replace(qty=book.qty.at[ridx].set(nq), oid=book.oid.at[ridx].set(no),
-                         own=book.own.at[ridx].set(nw), cnt=cnt, tot=tot, ours=ours,
+                         own=book.own.at[ridx].set(nw), cnt=cnt, tot=tot, ours=ours, ocnt=ocnt,
                          next_id=book.next_id + is_limit.astype(i32),
                          rejected=book.rejected + (jnp.arange(1, N_REJECT + 1) == status).astype(i32))
     at_opp = (sides == opp).astype(i32)
@@ -621,7 +638,8 @@ def _recentre(book: _Book) -> tuple[_Book, Array, Array, Array]:
     dropped = jnp.sum(jnp.where(leaves, book.tot, 0), 1)
     our_dropped = jnp.sum(jnp.where(leaves, book.ours, 0), 1)
     book = book._replace(cnt=jnp.where(leaves, 0, book.cnt), tot=jnp.where(leaves, 0, book.tot),
-                         ours=jnp.where(leaves, 0, book.ours), base=book.base + d, dropped=book.dropped + dropped)
+                         ours=jnp.where(leaves, 0, book.ours), base=book.base + d, dropped=book.dropped + dropped,
+                         ocnt=None if book.ocnt is None else jnp.where(leaves, 0, book.ocnt))
     return book, d, dropped, our_dropped
 
 
@@ -705,18 +723,33 @@ def recentre(state: LOBState) -> tuple[LOBState, Array, Array, Array]:
 
 
 # ----------------------------------------------------------------------------------------------- order flow
-def event_rates(state: LOBState, params: LOBParams) -> Array:
+def _check_cancel_ours(cancel_ours) -> bool:
+    if not isinstance(cancel_ours, (bool, np.bool_)):
+        raise ValueError(f"cancel_ours={cancel_ours!r}: need a Python bool (static: it selects the compiled flow; "
+                         "pass it as a static argument under jit)")
+    return bool(cancel_ours)
+
+
+def event_rates(state: LOBState, params: LOBParams, *, cancel_ours: bool = True) -> Array:
     """The competing Poisson rates of the next event, float32 `[2 L + 2 + 2 T]`:
     `[limit buy at a - i (i = 1..L), limit sell at b + i, market buy, market sell, cancel at bid tick p
-    (p = 0..T-1), cancel at ask tick p]` (module docstring)."""
-    book = _to_book(state)
+    (p = 0..T-1), cancel at ask tick p]` (module docstring). With `cancel_ours=False` the cancel rate of a
+    tick counts only its background orders (`theta(d) n0(p)`)."""
+    cancel_ours = _check_cancel_ours(cancel_ours)
+    book = _to_book(state, not cancel_ours)
     return jnp.concatenate([params.limit_rate, params.limit_rate, jnp.broadcast_to(params.market_rate, (2,)),
                             _cancel_rates(book, params, *_book_quotes(book)).reshape(-1)]).astype(jnp.float32)
 
 
+def _cancellable(book: _Book) -> Array:
+    """int32 `[2, T]` orders the background may cancel at each ring position: all of them, or only the
+    background's own (`cnt - ocnt`) when the book counts ours (`cancel_ours=False`)."""
+    return book.cnt if book.ocnt is None else book.cnt - book.ocnt
+
+
 def _cancel_rates(book: _Book, params: LOBParams, rb: Array, ra: Array) -> Array:
     """float32 `[2, T]` cancellation rates theta(d) n(p) at the ring positions (window order right after
-    `_to_book`, where the ring starts at the window)."""
+    `_to_book`, where the ring starts at the window); n(p) = `_cancellable(book)`."""
     n_levels = params.limit_rate.shape[-1]
     prices = book.base + _ring(book)[1]
     bid = (jnp.arange(2) == BID)[:, None]
@@ -724,7 +757,7 @@ def _cancel_rates(book: _Book, params: LOBParams, rb: Array, ra: Array) -> Array
     theta = jnp.broadcast_to(params.cancel_rate[n_levels - 1], dist.shape).astype(jnp.float32)
     for i in range(n_levels - 1):                  # L selects instead of a gather with [2, T] indices
         theta = jnp.where(dist == i + 1, params.cancel_rate[i], theta)
-    return theta * book.cnt.astype(jnp.float32)
+    return theta * _cancellable(book).astype(jnp.float32)
 
 
 def _geometric_size(u: Array, mean: Array) -> Array:
@@ -734,7 +767,8 @@ def _geometric_size(u: Array, mean: Array) -> Array:
 
 
 def _event(book: _Book, u: Array, params: LOBParams) -> tuple[_Book, LOBEvent]:
-    """`event_step` on a `_Book`."""
+    """`event_step` on a `_Book`; a book that carries `ocnt` runs the `cancel_ours=False` flow (the
+    cancelled order is drawn among the background orders of its tick only)."""
     t = book.cnt.shape[1]
     n_levels = params.limit_rate.shape[-1]
     i32 = jnp.int32
@@ -764,9 +798,16 @@ def _event(book: _Book, u: Array, params: LOBParams) -> tuple[_Book, LOBEvent]:
     c = jnp.maximum(idx - n_flow, 0)
     c_side, c_tick = c // t, c % t
     c_pos = _ring_pos(r, c_tick, t)
-    n_at = jnp.sum(jnp.where((jnp.arange(2)[:, None] == c_side) & (jnp.arange(t)[None, :] == c_pos), book.cnt, 0))
+    at = (jnp.arange(2)[:, None] == c_side) & (jnp.arange(t)[None, :] == c_pos)
+    n_at = jnp.sum(jnp.where(at, _cancellable(book), 0))
     slot = jnp.minimum(jnp.floor(u[1] * n_at).astype(i32), jnp.maximum(n_at - 1, 0))
-    target = book.oid[c_side * t + c_pos, slot]
+    c_row = c_side * t + c_pos
+    if book.ocnt is not None:            # the slot-th BACKGROUND order of the tick, in time priority
+        slots = jnp.arange(book.qty.shape[1], dtype=i32)
+        bg = ((slots < jnp.sum(jnp.where(at, book.cnt, 0))) & (book.own[c_row] != OURS)).astype(i32)
+        rank = _inclusive_cumsum(bg) - bg
+        slot = jnp.sum(jnp.where((bg > 0) & (rank == slot), slots, 0))
+    target = book.oid[c_row, slot]
 
     kind = jnp.where(is_limit, LIMIT, jnp.where(is_market, MARKET, CANCEL)).astype(i32)
     side = jnp.where(is_limit, lim_side, jnp.where(is_market, idx - 2 * n_levels, c_side)).astype(i32)
@@ -785,18 +826,23 @@ def _event(book: _Book, u: Array, params: LOBParams) -> tuple[_Book, LOBEvent]:
                           rate=total, dt=dt)
 
 
-def event_step(state: LOBState, u: Array, params: LOBParams) -> tuple[LOBState, LOBEvent]:
+def event_step(state: LOBState, u: Array, params: LOBParams, *, cancel_ours: bool = True
+               ) -> tuple[LOBState, LOBEvent]:
     """One background event of the CST flow, then `recentre`.
 
     Args:
         state: one book.  u: float32 `[4]` uniforms on [0, 1): event choice, cancelled slot, size, time.
         params: `LOBParams`.
+        cancel_ours: static. True (CST as written): every resting order cancels at its rate theta, ours
+            included. False: only background (owner 0) orders do; ours never leave by cancellation (the
+            cancelled order is the `floor(u[1] n0)`-th background order of its tick, n0 of them).
 
     Returns:
         `(state, event)`; replaying `event.message` with `apply_message` and then shifting the window by
         `event.shift` reproduces the step (the NumPy reference does exactly that).
     """
-    book, ev = _event(_to_book(state), u, params)
+    cancel_ours = _check_cancel_ours(cancel_ours)
+    book, ev = _event(_to_book(state, not cancel_ours), u, params)
     return _from_book(book), ev
 
 
@@ -818,18 +864,22 @@ def _accumulate(stats: LOBStats, ev: LOBEvent) -> LOBStats:
                     elapsed=stats.elapsed + ev.dt)
 
 
-def run_events(state: LOBState, key: Array, params: LOBParams, n_events: int) -> tuple[LOBState, LOBStats]:
+def run_events(state: LOBState, key: Array, params: LOBParams, n_events: int, *, cancel_ours: bool = True
+               ) -> tuple[LOBState, LOBStats]:
     """`n_events` background events (a `lax.scan` of `event_step`); jittable, vmap over `(state, key)`.
 
     Args:
         state: one book.  key: PRNG key (the `[n_events, 4]` uniforms are drawn from it up front).
         params: `LOBParams`.  n_events: static count >= 0.
+        cancel_ours: static; False: background cancellations take only background orders (`event_step`).
+            With no order of ours in the book both settings give the same events and book, bit for bit.
 
     Returns:
         `(state, stats)`: `LOBStats` totals over the events.
     """
     if int(n_events) != n_events or n_events < 0:
         raise ValueError(f"n_events={n_events!r}: need an integer >= 0 (a static event count)")
+    cancel_ours = _check_cancel_ours(cancel_ours)
     u = jax.random.uniform(key, (int(n_events), 4), jnp.float32)
 
     def body(carry, u_i):
@@ -837,7 +887,7 @@ def run_events(state: LOBState, key: Array, params: LOBParams, n_events: int) ->
         bk, ev = _event(bk, u_i, params)
         return (bk, _accumulate(stats, ev)), None
 
-    (book, stats), _ = jax.lax.scan(body, (_to_book(state), _zero_stats()), u)
+    (book, stats), _ = jax.lax.scan(body, (_to_book(state, not cancel_ours), _zero_stats()), u)
     return _from_book(book), stats
 
 

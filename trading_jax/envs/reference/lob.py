@@ -203,9 +203,14 @@ class LOBReference:
         return math.floor(off2 / 2) if abs(off2) * 2 > self.n_ticks else 0
 
     # ---------------------------------------------------------------- order flow (CST)
-    def rates(self, limit_rate, cancel_rate, market_rate) -> list[tuple[tuple, float]]:
+    def cancellable(self, side: int, tick: int, cancel_ours: bool = True) -> list[list[int]]:
+        """The orders at a tick that the background may cancel, in time priority: all of them, or with
+        `cancel_ours=False` only the background's own (owner 0; ours, owner 1, never cancel)."""
+        return [o for o in self.books[side].get(tick, []) if cancel_ours or o[2] != 1]
+
+    def rates(self, limit_rate, cancel_rate, market_rate, cancel_ours: bool = True) -> list[tuple[tuple, float]]:
         """Every competing event with its rate: (("limit", side, price), r), (("market", side), r),
-        (("cancel", side, tick), theta(d) * n_orders)."""
+        (("cancel", side, tick), theta(d) * n_orders), n_orders = len(cancellable(side, tick, cancel_ours))."""
         b, a = self.quotes()
         n_levels = len(limit_rate)
         events = []
@@ -217,25 +222,27 @@ class LOBReference:
         events.append((("market", 1), float(market_rate)))
         for s in range(2):
             for p in range(self.base, self.base + self.n_ticks):
-                n = len(self.books[s].get(p, []))
+                n = len(self.cancellable(s, p, cancel_ours))
                 d = a - p if s == 0 else p - b
                 d = min(max(d, 1), n_levels)
                 events.append((("cancel", s, p), float(cancel_rate[d - 1]) * n))
         return events
 
     def run_events(self, rng: np.random.Generator, limit_rate, cancel_rate, market_rate: float,
-                   limit_size_mean: float = 1.0, market_size_mean: float = 1.0, n_events: int = 1000) -> dict:
+                   limit_size_mean: float = 1.0, market_size_mean: float = 1.0, n_events: int = 1000,
+                   cancel_ours: bool = True) -> dict:
         """`n_events` CST events drawn with `rng` (not the JAX draws: same law, other random numbers), each
-        followed by the window shift; returns totals {"events", "traded", "time"}."""
+        followed by the window shift; returns totals {"events", "traded", "time"}. `cancel_ours=False`:
+        background cancellations take only background orders (`lob.run_events(..., cancel_ours=False)`)."""
         traded, clock = 0, 0.0
         for _ in range(n_events):
-            events = self.rates(limit_rate, cancel_rate, market_rate)
+            events = self.rates(limit_rate, cancel_rate, market_rate, cancel_ours)
             weights = np.array([r for _, r in events])
             total = weights.sum()
             event = events[int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"))][0]
             clock += rng.exponential(1.0 / total)
             if event[0] == "cancel":
-                level = self.books[event[1]][event[2]]
+                level = self.cancellable(event[1], event[2], cancel_ours)
                 self.apply(CANCEL, event[1], 0, 0, 0, level[int(rng.integers(len(level)))][0])
             else:
                 mean = limit_size_mean if event[0] == "limit" else market_size_mean
