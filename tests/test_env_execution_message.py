@@ -163,7 +163,7 @@ def _queue_ahead_np(book, order_id):
 def test_our_queue_advances_only_through_trades_and_cancellations_ahead_and_our_fills_are_the_books():
     env, params = _env(EVENTS)
     step = _step(EVENTS)
-    event = jax.jit(lob.event_step)
+    event = jax.jit(functools.partial(lob.event_step, cancel_ours=False))   # run_background's events
     seen = {"trade": 0, "cancel": 0, "arrival": 0, "filled": 0}
     for seed in range(12):
         _, state = env.reset(jax.random.key(seed), params)
@@ -175,18 +175,13 @@ def test_our_queue_advances_only_through_trades_and_cancellations_ahead_and_our_
         ahead0, tick, _ = _queue_ahead_np(s1.lob.book, oid)
         assert float(s1.rest_ahead) == ahead0 * LOT
         _, s2, _, _, info2 = step(k2, s1, 0, params)                     # wait: it rests through 20 events
-        # replay the same events one by one (run_background's rule: a cancel that draws ours is discarded)
+        # replay the same events one by one (the background's cancellations never take our order)
         book, filled, cost = s1.lob.book, 0, 0
         u = jax.random.uniform(k2, (EVENTS, 4), jnp.float32)
         for i in range(EVENTS):
             new, ev = event(book, u[i], env.lob_params)
             msg = jax.device_get(ev.message)
-            ours = int(msg.kind) == lob.CANCEL and int(msg.order_id) == oid
-            if ours:
-                new = book._replace(time=book.time + ev.dt)
-            if ours:
-                book = new
-                continue
+            assert not (int(msg.kind) == lob.CANCEL and int(msg.order_id) == oid), "the flow cancelled our order"
             if int(np.asarray(book.qty)[np.asarray(book.oid) == oid].sum()) == 0:  # filled earlier: nothing left
                 book = new
                 continue
@@ -226,9 +221,11 @@ def test_the_background_never_cancels_our_order():
     env, params = _env(EVENTS)
     book = env.template()
     book, oid = lob.submit_limit(book, lob.BUY, int(lob.best_bid(book)) - 2, 3)    # behind the touch: rarely hit
-    book, totals = jax.jit(run_background, static_argnums=3)(book, jax.random.key(5), env.lob_params, 400)
-    assert int(totals.skipped) > 0                                  # the flow drew our order and was refused
-    assert int(lob.resting_qty(book)[lob.BID]) + int(totals.our_filled[lob.BID]) == 3
+    after, totals = jax.jit(run_background, static_argnums=3)(book, jax.random.key(5), env.lob_params, 400)
+    assert int(lob.resting_qty(after)[lob.BID]) + int(totals.our_filled[lob.BID]) == 3
+    # the same 400 events with CST's cancellations of every order (ours included) do cancel it
+    cst, stats = jax.jit(lob.run_events, static_argnums=3)(book, jax.random.key(5), env.lob_params, 400)
+    assert int(lob.resting_qty(cst)[lob.BID]) + int(stats.our_filled[lob.BID]) + int(stats.our_dropped[lob.BID]) < 3
 
 
 # ------------------------------------------------------------------------------------------- no free lunch

@@ -31,8 +31,10 @@ counts its fraction in shares, at the same price); `executed + remaining == Q` h
 sums of whole-lot multiples until the last fill, which takes exactly `R`).
 
 **Order flow per step.** Each env step is `events_per_step` background CST events (static, default 100;
-`run_background`: `lob.event_step` events, except that the background never cancels OUR orders, which
-`lob.run_events` would do: it draws the cancelled order among all those at a tick). With the default sizes (limit and market orders of `1 + Geometric` lots with mean
+`run_background`: one `lob.run_events(..., cancel_ours=False)` call, in which the background never cancels
+OUR orders: a tick's cancel clock counts only the background orders resting there, each at its CST rate
+theta, so the events are exactly CST's flow of the background orders, with ours resting among them until
+they trade, we cancel them or the window drops them). With the default sizes (limit and market orders of `1 + Geometric` lots with mean
 `limit_size_mean = market_size_mean = 4`, our illustrative choice; CST's unit orders are sizes of mean 1)
 and the default `cst_params` intensities, about 7% of the events are market orders (2 mu / R with the
 stationary total rate R ~ 27): ~7 market orders a step, measured 32 lots (800 shares) traded per step
@@ -147,43 +149,26 @@ class FlowTotals(NamedTuple):
     Attributes:
         traded: `[2]` lots executed out of each book side (traded[1]: market buys lifting the asks).
         our_filled, our_cost: `[2]` lots of our resting orders executed and their `sum fill * tick`.
-        skipped: background cancellations that drew one of OUR orders and were discarded.
     """
 
     traded: Array
     our_filled: Array
     our_cost: Array
-    skipped: Array
 
 
 def run_background(book: lob.LOBState, key: Array, params: lob.LOBParams, n_events: int
                    ) -> tuple[lob.LOBState, FlowTotals]:
-    """`n_events` background CST events (`lob.event_step`, uniforms `jax.random.uniform(key, (n, 4))`), except
-    that the background never cancels OUR orders: `lob.event_step` draws the cancelled order among all the
-    orders resting at a tick, ours included, so an event that cancels one of ours is discarded (the book
-    stays as it was before it, its clock still advances by the event's time). By Poisson thinning the
-    kept events are exactly the CST flow of the background orders (each background order still cancels at
-    its rate theta); only the number of kept events falls short of `n_events` by the skipped ones (our
-    order's theta / R, ~3% of the events while one order of ours rests, R ~ 27).
+    """`n_events` background CST events in which the background never cancels OUR orders: one
+    `lob.run_events(book, key, params, n_events, cancel_ours=False)` call (uniforms
+    `jax.random.uniform(key, (n_events, 4))`, the book kept in the LOB's working layout for all of them).
+    The cancel clock of a tick counts only the background orders resting there (each at its rate theta),
+    so every event is one of the CST flow of the background orders: none is drawn and thrown away.
 
     Returns:
         `(book, FlowTotals)`.
     """
-    u = jax.random.uniform(key, (int(n_events), 4), jnp.float32)
-    z2 = jnp.zeros(2, _I32)
-
-    def body(carry, u_i):
-        st, tot = carry
-        new, ev = lob.event_step(st, u_i, params)
-        target = ev.message.order_id
-        ours = (ev.message.kind == lob.CANCEL) & jnp.any((st.oid == target) & (st.owner == lob.OURS) & (st.qty > 0))
-        new = _select(ours, st._replace(time=st.time + ev.dt), new)
-        tot = FlowTotals(traded=tot.traded + ev.outcome.traded, our_filled=tot.our_filled + ev.outcome.our_filled,
-                         our_cost=tot.our_cost + ev.outcome.our_cost, skipped=tot.skipped + ours.astype(_I32))
-        return (new, tot), None
-
-    (book, totals), _ = jax.lax.scan(body, (book, FlowTotals(z2, z2, z2, jnp.zeros((), _I32))), u)
-    return book, totals
+    book, stats = lob.run_events(book, key, params, n_events, cancel_ours=False)
+    return book, FlowTotals(traded=stats.traded, our_filled=stats.our_filled, our_cost=stats.our_cost)
 
 
 def to_lots(shares, remaining, lot: float) -> Array:
