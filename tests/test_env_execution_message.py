@@ -235,9 +235,8 @@ def test_no_free_lunch_a_passive_only_strategy_costs_at_least_the_half_spread_on
     spread (the issue's no-free-lunch reading, which on this book holds by a wide margin).
 
     Measured at the default book (H = 20, 100 events a step, Q = 3,000 shares = 120 lots, 256 episodes,
-    gamma = 0; with the previous run_background, which discarded the ~3% of events that drew our order,
-    not re-measured with cancel_ours=False): passive-only 34.5 +- 1.8 bps against TWAP 23.0 +- 2.0 (half spread about 3.3 bps); the
-    passive fills' markout against the mid at the end of their interval is +4.0 +- 0.1 bps: on CST's
+    gamma = 0): passive-only 35.5 +- 1.8 bps against TWAP 23.0 +- 2.0 (half spread about 3.3 bps); the
+    passive fills' markout against the mid at the end of their interval is +4.1 +- 0.1 bps: on CST's
     zero-intelligence flow a fill keeps the half spread (nothing informed trades against it), but the
     fills come when the price comes to us, the unfilled rest is forced at the end after the price ran away,
     and our resting bids absorb sells and lift the mid. In this tiny test book the markout is +0.5 +- 0.5
