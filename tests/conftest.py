@@ -73,7 +73,8 @@ SLOWEST_FIRST = (
     "test_export_onnx.py", "test_runs_offpolicy.py", "test_runs_rl_comparison.py", "test_rl_dqn.py",
     "test_rl_loop.py", "test_training.py", "test_ensemble.py", "test_sentiment_run.py", "test_meta.py",
     "test_runs.py", "test_backtest_run.py", "test_runs_meta_ensemble.py", "test_runs_online.py", "test_loop.py",
-    "test_training_resume.py", "test_ensemble_mixed.py", "test_models_transformer.py", "test_augment.py",
+    "test_training_resume.py", "test_ensemble_mixed.py", "test_env_execution_message.py", "test_env_lob.py",
+    "test_env_execution_modelled.py", "test_models_transformer.py", "test_augment.py",
 )
 
 

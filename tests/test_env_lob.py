@@ -75,6 +75,38 @@ def _assert_same_book(state, ref: LOBReference, where: str):
     assert np.asarray(state.dropped).tolist() == ref.dropped, where
 
 
+def _check_drawn_event(ev, ref: LOBReference, rates, u0: float) -> tuple:
+    """The drawn event `ev` is the one whose slice of the cumulative `rates` (the reference's, before the
+    event) holds `u0 * R` (the embedded jump chain). Returns `(kind, side, message, where)`, `where` the
+    reference's `(side, tick)` of a cancelled order (None otherwise)."""
+    total = sum(r for _, r in rates)
+    assert float(ev.rate) == pytest.approx(total, rel=1e-5)
+    m = ev.message
+    kind, side = int(m.kind), int(m.side)
+    label = {lob.LIMIT: ("limit", side, int(m.price)), lob.MARKET: ("market", side)}.get(kind)
+    where = None
+    if kind == lob.CANCEL:
+        where = ref.find(int(m.order_id))
+        assert where is not None and where[0] == side
+        label = ("cancel", side, where[1])
+    lo = sum(r for _, r in rates[:[e for e, _ in rates].index(label)])
+    hi = lo + dict(rates)[label]
+    assert dict(rates)[label] > 0 and lo - 1e-4 * total <= u0 * total <= hi + 1e-4 * total
+    return kind, side, m, where
+
+
+def _replay_event(ev, ref: LOBReference, kind: int, side: int, m, where: str) -> tuple[dict, int, list]:
+    """Apply the event's message and window shift to the reference and compare outcome and shift:
+    returns `(outcome, shift, our_dropped)`."""
+    out = ref.apply(kind, side, int(m.price), int(m.qty), int(m.owner), int(m.order_id))
+    assert _outcome_dict(ev.outcome) == out, where
+    shift = ref.recentre_shift()
+    assert int(ev.shift) == shift
+    dropped, our_dropped = ref.shift(shift)
+    assert np.asarray(ev.dropped).tolist() == dropped and np.asarray(ev.our_dropped).tolist() == our_dropped
+    return out, shift, our_dropped
+
+
 # ----------------------------------------------------------------------------------------------- reference
 @pytest.mark.parametrize("seed", SEEDS)
 def test_background_flow_matches_the_numpy_reference_after_every_event(seed):
@@ -83,28 +115,10 @@ def test_background_flow_matches_the_numpy_reference_after_every_event(seed):
     seen = {"shift": 0, "full": 0, "market": 0, "cancel": 0, "our_fill": 0}
     for i in range(N_EVENTS):
         ev = _at(events, i)
-        # the event drawn is the one whose slice of the cumulative rates holds u0 * R (embedded jump chain)
         rates = ref.rates(np.asarray(PARAMS.limit_rate), np.asarray(PARAMS.cancel_rate), float(PARAMS.market_rate))
-        total = sum(r for _, r in rates)
-        assert float(ev.rate) == pytest.approx(total, rel=1e-5)
-        assert float(ev.dt) == pytest.approx(-np.log1p(-float(u[i, 3])) / total, rel=1e-4)
-        m = ev.message
-        kind, side = int(m.kind), int(m.side)
-        label = {lob.LIMIT: ("limit", side, int(m.price)), lob.MARKET: ("market", side)}.get(kind)
-        if kind == lob.CANCEL:
-            where = ref.find(int(m.order_id))
-            assert where is not None and where[0] == side
-            label = ("cancel", side, where[1])
-        lo = sum(r for _, r in rates[:[e for e, _ in rates].index(label)])
-        hi = lo + dict(rates)[label]
-        assert dict(rates)[label] > 0 and lo - 1e-4 * total <= float(u[i, 0]) * total <= hi + 1e-4 * total
-        # replay the message and the window shift
-        out = ref.apply(kind, side, int(m.price), int(m.qty), int(m.owner), int(m.order_id))
-        assert _outcome_dict(ev.outcome) == out, f"seed {seed} event {i}"
-        shift = ref.recentre_shift()
-        assert int(ev.shift) == shift
-        dropped, our_dropped = ref.shift(shift)
-        assert np.asarray(ev.dropped).tolist() == dropped and np.asarray(ev.our_dropped).tolist() == our_dropped
+        kind, side, m, _ = _check_drawn_event(ev, ref, rates, float(u[i, 0]))
+        assert float(ev.dt) == pytest.approx(-np.log1p(-float(u[i, 3])) / sum(r for _, r in rates), rel=1e-4)
+        out, shift, _ = _replay_event(ev, ref, kind, side, m, f"seed {seed} event {i}")
         _assert_same_book(_at(states, i), ref, f"seed {seed} event {i}")
         b, a = ref.best(0), ref.best(1)
         assert b is None or a is None or b < a, "the book is never crossed"
@@ -216,6 +230,14 @@ def test_run_events_totals_balance_the_book():
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves((after, stats)), jax.tree.leaves((again, stats2))))
 
 
+def _assert_run_ends_at_last_step(after, states, events):
+    """`run_events`' book equals the last of the event-by-event states; returns the events' outcomes."""
+    last = _at(states, N_EVENTS - 1)
+    for name in ("qty", "oid", "owner", "base", "next_id", "rejected", "dropped"):
+        np.testing.assert_array_equal(np.asarray(getattr(after, name)), np.asarray(getattr(last, name)), err_msg=name)
+    return events.outcome
+
+
 @pytest.mark.parametrize("seed", (0, 1))
 def test_run_events_ends_where_the_reference_checked_event_steps_end(seed):
     # run_events keeps the book in its working layout for the whole scan (converted once in, once out);
@@ -223,10 +245,7 @@ def test_run_events_ends_where_the_reference_checked_event_steps_end(seed):
     state0, _, _, events, states = _flow(seed)
     _, k_u = jax.random.split(jax.random.key(seed))
     after, stats = jax.jit(lob.run_events, static_argnums=3)(state0, k_u, PARAMS, N_EVENTS)
-    last = _at(states, N_EVENTS - 1)
-    for name in ("qty", "oid", "owner", "base", "next_id", "rejected", "dropped"):
-        np.testing.assert_array_equal(np.asarray(getattr(after, name)), np.asarray(getattr(last, name)), err_msg=name)
-    o = events.outcome
+    o = _assert_run_ends_at_last_step(after, states, events)
     np.testing.assert_array_equal(stats.traded, np.asarray(o.traded).sum(0))
     np.testing.assert_array_equal(stats.our_filled, np.asarray(o.our_filled).sum(0))
     np.testing.assert_array_equal(stats.dropped, np.asarray(events.dropped).sum(0))
@@ -282,31 +301,15 @@ def test_the_flow_that_spares_our_orders_matches_the_reference_after_every_event
     beside_ours = 0
     for i in range(N_EVENTS):
         ev = _at(events, i)
-        rates = ref.rates(*args, cancel_ours=False)
-        total = sum(r for _, r in rates)
-        assert float(ev.rate) == pytest.approx(total, rel=1e-5)
-        m = ev.message
-        kind, side = int(m.kind), int(m.side)
-        label = {lob.LIMIT: ("limit", side, int(m.price)), lob.MARKET: ("market", side)}.get(kind)
-        if kind == lob.CANCEL:
-            where = ref.find(int(m.order_id))
-            assert where is not None and where[0] == side
-            label = ("cancel", side, where[1])
+        kind, side, m, where = _check_drawn_event(ev, ref, ref.rates(*args, cancel_ours=False), float(u[i, 0]))
+        if where is not None:
             # the cancelled order is the floor(u1 n0)-th background order of its tick, in time priority
             level = ref.cancellable(side, where[1], cancel_ours=False)
             j = int(np.floor(np.float32(u[i, 1]) * np.float32(len(level))))
             assert int(m.order_id) == level[j][0] and level[j][2] == 0
             beside_ours += any(o[2] == lob.OURS for o in ref.books[side][where[1]])
-        lo = sum(r for _, r in rates[:[e for e, _ in rates].index(label)])
-        hi = lo + dict(rates)[label]
-        assert dict(rates)[label] > 0 and lo - 1e-4 * total <= float(u[i, 0]) * total <= hi + 1e-4 * total
         ours_before = [ref.resting(s, owner=lob.OURS) for s in (0, 1)]
-        out = ref.apply(kind, side, int(m.price), int(m.qty), int(m.owner), int(m.order_id))
-        assert _outcome_dict(ev.outcome) == out, f"seed {seed} event {i}"
-        shift = ref.recentre_shift()
-        assert int(ev.shift) == shift
-        dropped, our_dropped = ref.shift(shift)
-        assert np.asarray(ev.dropped).tolist() == dropped and np.asarray(ev.our_dropped).tolist() == our_dropped
+        out, _, our_dropped = _replay_event(ev, ref, kind, side, m, f"seed {seed} event {i}")
         _assert_same_book(_at(states, i), ref, f"seed {seed} event {i}")
         # our lots leave only by trading or off the window, never by a cancellation
         for s in (0, 1):
@@ -335,10 +338,7 @@ def test_run_events_sparing_ours_ends_where_its_event_steps_end(seed):
     state0, _, events, states = _spare_flow(seed)
     _, k_u = jax.random.split(jax.random.key(seed))
     after, stats = _run(state0, k_u, PARAMS, N_EVENTS, cancel_ours=False)
-    last = _at(states, N_EVENTS - 1)
-    for name in ("qty", "oid", "owner", "base", "next_id", "rejected", "dropped"):
-        np.testing.assert_array_equal(np.asarray(getattr(after, name)), np.asarray(getattr(last, name)), err_msg=name)
-    o = events.outcome
+    o = _assert_run_ends_at_last_step(after, states, events)
     np.testing.assert_array_equal(stats.traded, np.asarray(o.traded).sum(0))
     np.testing.assert_array_equal(stats.cancelled, np.asarray(o.cancelled).sum(0))
     np.testing.assert_array_equal(stats.our_filled, np.asarray(o.our_filled).sum(0))

@@ -33,7 +33,7 @@ def test_a_tiny_ppo_ensemble_run_scores_every_agent_thompson_and_the_sharpe_pick
     export_run(tmp_path / "run", tmp_path / "export", onnx=False)
     model = load_exported(tmp_path / "export")
     assert model.metadata["sharpe_picked_agent"] == [0, 1].index(report["picked"])
-    obs = np.random.default_rng(7).normal(size=(6, 15)).astype(np.float32)
+    obs = np.random.default_rng(7).normal(size=(6, 18)).astype(np.float32)
     agent = np.array([0, 1, 1, 0, 1, 0])
     out = model(obs, agent)
     np.testing.assert_array_equal(out["action"], out["member_actions"][np.arange(6), agent])

@@ -206,6 +206,14 @@ class ExecutionCalibration:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_choice_and_window(caller: str, name: str, value, allowed: tuple, window) -> None:
+    """One-line errors for an unknown `name` (not in `allowed`) or a `window` that is not an int >= 2."""
+    if value not in allowed:
+        raise ValueError(f"{caller}: unknown {name} {value!r}; choose from {allowed}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"{caller}: window must be an int >= 2 (bars); got {window!r}")
+
+
 def _symbol_column(data, symbol: str | None, caller: str) -> int:
     if symbol is None:
         if len(data.symbols) != 1:
@@ -309,10 +317,7 @@ def calibrate_execution(
             invalid bar in the selected range (naming the symbol, row and timestamp).
     """
     caller = "calibrate_execution"
-    if spread_estimator not in SPREAD_ESTIMATORS:
-        raise ValueError(f"{caller}: unknown spread_estimator {spread_estimator!r}; choose from {SPREAD_ESTIMATORS}")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-        raise ValueError(f"{caller}: window must be an int >= 2 (bars); got {window!r}")
+    _check_choice_and_window(caller, "spread_estimator", spread_estimator, SPREAD_ESTIMATORS, window)
     col = _symbol_column(data, symbol, caller)
     name = data.symbols[col]
     rows = slice(None) if split is None else split.slice
@@ -526,10 +531,7 @@ def bar_imbalance(data, *, symbol: str | None = None, method: str = "auto", wind
         ValueError: an unknown symbol or method, a bad window, or method="column" on data without such a column.
     """
     caller = "bar_imbalance"
-    if method not in _METHODS:
-        raise ValueError(f"{caller}: unknown method {method!r}; choose from {_METHODS}")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-        raise ValueError(f"{caller}: window must be an int >= 2 (bars); got {window!r}")
+    _check_choice_and_window(caller, "method", method, _METHODS, window)
     col = _symbol_column(data, symbol, caller)
     close = np.asarray(data.bars.close, np.float64)[:, col]
     volume = np.asarray(data.bars.volume, np.float64)[:, col]
