@@ -30,6 +30,10 @@ the **book** (a constructor argument):
   spread plus square-root temporary impact beyond the best level (`orderbook.market_offset`); icebergs
   bear no permanent impact. A passive fill there earns the half spread against the next mid: free money
   that a policy learns to harvest (experiments/results/ppo_execution_no_signal.md, issue 15).
+* ``"message"``: the message-level book (`trading_jax.envs.lob`, price-time priority over a window of
+  ticks, Cont-Stoikov-Talreja order flow event by event): `make_execution(book="message", message={...})`
+  builds `trading_jax.envs.execution_message.MessageExecutionEnv`, whose docstring has its units and rules.
+  Queue position is simulated there, not modelled; synthetic only.
 
 **Parameters and their sources** (defaults; `*` marks our own illustrative choice, not a measurement):
 
