@@ -327,3 +327,8 @@ def test_a_stored_calibration_sets_volatility_spread_volume_and_profile_and_expl
 def test_bad_modelled_book_settings_raise_one_line_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_execution(**kwargs)
+
+
+def test_a_misspelt_message_book_setting_is_a_one_line_error_naming_the_allowed_ones():
+    with pytest.raises(ValueError, match="events_per_step"):
+        make_execution(book="message", message={"events_per_stp": 10})

@@ -854,6 +854,11 @@ def make_execution(
 
         if mid_source != "synthetic":
             raise ValueError("book='message' simulates its own prices from order flow: use mid_source='synthetic'")
+        import inspect
+
+        allowed = [n for n in inspect.signature(MessageExecutionEnv).parameters if n not in ("horizon", "n_levels")]
+        if not isinstance(message, (dict, type(None))) or sorted(set(message or {}) - set(allowed)):
+            raise ValueError(f"message= takes a table of the message-level book's settings {allowed}; got {message!r}")
         env = MessageExecutionEnv(horizon=horizon, n_levels=n_levels, **(message or {}))
     elif message is not None:
         raise ValueError("message= holds the settings of book='message'")
