@@ -171,9 +171,10 @@ class Checkpointer:
         if saved:
             self._manager.wait_until_finished()
             self._history[str(step)] = plain
-            tmp = self._sidecar.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self._history, indent=1, sort_keys=True))
-            os.replace(tmp, self._sidecar)
+            if jax.process_index() == 0:  # a multi-process save: every process saves its shards, one writes the sidecar
+                tmp = self._sidecar.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(self._history, indent=1, sort_keys=True))
+                os.replace(tmp, self._sidecar)
             _log.info("saved checkpoint at step %d (%s)", step, plain)
         return bool(saved)
 
@@ -203,7 +204,9 @@ class Checkpointer:
             target: a pytree with the structure, shapes and dtypes to restore into: the concrete
                 initial state, or its abstract version (`jax.eval_shape` / `jax.ShapeDtypeStruct`).
                 With a target the result has exactly its structure (NamedTuples of optax states
-                included); typed-key leaves of a concrete target come back as typed keys.
+                included); typed-key leaves of a concrete target come back as typed keys; a leaf that is
+                a `jax.Array` comes back with its sharding, so a checkpoint saved by P processes restores
+                onto the mesh of another process or device count (the target's).
                 Without one, Orbax's stored metadata decides (NamedTuples come back as dicts,
                 keys as uint32 key data).
 
@@ -231,7 +234,8 @@ class Checkpointer:
                         "concrete key leaf (e.g. the freshly initialised state) or store jax.random.key_data"
                     )
                 x = jax.random.key_data(x)
-            return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+            sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+            return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=sharding)
 
         restored = self._manager.restore(
             step, args=self._ocp.args.StandardRestore(jax.tree.map(abstract, target))

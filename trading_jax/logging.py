@@ -66,12 +66,17 @@ class TensorBoardWriter:
         except ImportError as err:  # pragma: no cover - tensorboardX is a core dependency
             raise ImportError("TensorBoardWriter needs tensorboardX: pip install tensorboardX") from err
         self.logdir = str(logdir)
-        self._writer = SummaryWriter(logdir=self.logdir)
+        import jax
+
+        # in a multi-process run only process 0 writes (the others would add empty event files beside it)
+        self._writer = SummaryWriter(logdir=self.logdir) if jax.process_index() == 0 else None
 
     def scalars(self, step: int, values: dict) -> None:
         """Write each `name -> scalar` of `values` at `step` (the name is the TensorBoard tag)."""
         import numpy as np
 
+        if self._writer is None:
+            return
         for name, value in values.items():
             self._writer.add_scalar(str(name), float(np.asarray(value)), global_step=int(step))
 
@@ -79,15 +84,19 @@ class TensorBoardWriter:
         """Write the distribution of all the entries of `array` (any shape) at `step`."""
         import numpy as np
 
+        if self._writer is None:
+            return
         self._writer.add_histogram(str(name), np.asarray(array, dtype=np.float64).ravel(), global_step=int(step))
 
     def flush(self) -> None:
         """Push pending events to disk."""
-        self._writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
         """Flush and close the event file."""
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def __enter__(self) -> "TensorBoardWriter":
         return self

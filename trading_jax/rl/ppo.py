@@ -329,7 +329,9 @@ def _normalizer(config: PPOConfig):
 
 
 def _check_mesh(config: PPOConfig, mesh):
-    """The mesh, after checking that the env batch (and a feed-forward minibatch) splits over its "data" axis."""
+    """The mesh (`mesh`, else the active one of `parallel.use_mesh`), after checking that the env batch (and a
+    feed-forward minibatch) splits over its "data" axis."""
+    mesh = parallel.active_mesh() if mesh is None else mesh
     if mesh is not None:
         parallel.check_divisible(mesh, num_envs=config.num_envs)
         if not config.recurrent:
@@ -583,7 +585,9 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
 
     return FunctionTrainer(
         init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.update,
-        args=default_env_params, hparams=config.hyperparams(), total=n_updates, unit="update",
+        args=(parallel.replicate(default_env_params, mesh)  # global arrays on a multi-host mesh
+              if parallel.spans_processes(mesh) else default_env_params),
+        hparams=config.hyperparams(), total=n_updates, unit="update",
         samples_per_unit=config.batch_size, display=("episode_return",), config=config, model=model, mesh=mesh,
         extras={"env": env, "env_params": default_env_params}, dynamic_n=True,
     )

@@ -13,6 +13,10 @@ config and the same data, so
 * a run that fails before its first checkpoint does not claim the folder: its `config.json` is removed,
   so a corrected rerun is not refused.
 
+In a multi-process run (`trading-jax train --distributed`) the folder is on a file system every process
+sees; process 0 takes the lock, checks and writes the claim, and tells the others the outcome (a refusal
+stops every process with one line); `write_json` and the results files are process 0's alone.
+
     with RunFolder(out, overwrite=False) as folder:       # takes the lock (ConfigError if held)
         ...build data...
         folder.claim(config, fingerprint)                 # ConfigError if a different run is there
@@ -29,6 +33,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from trading_jax.distributed import broadcast_from_primary, is_multiprocess, is_primary
 from trading_jax.logging import get_logger
 from trading_jax.runs.schema import ConfigError
 
@@ -130,12 +135,12 @@ class RunFolder:
     def __enter__(self) -> "RunFolder":
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
+            probe = self.path / f".write-test-{os.getpid()}-{socket.gethostname()}"
             probe.write_text("")
             probe.unlink()
         except OSError as error:
             raise ConfigError(f"{self.path}: cannot write the run folder ({error.strerror}); choose another --out") from None
-        self._acquire()
+        _on_primary(self._acquire, f"{self.path}: process 0 could not take the run folder's lock")
         return self
 
     def _acquire(self) -> None:
@@ -177,7 +182,8 @@ class RunFolder:
         return root.exists() and any(p.is_dir() and p.name.isdigit() for p in root.rglob("*"))
 
     def claim(self, config: Mapping[str, Any], data: Mapping[str, Any]) -> str:
-        """Record the run, or check that the one already here is the same.
+        """Record the run, or check that the one already here is the same (process 0's decision, shared with
+        every process of a multi-process run).
 
         Returns:
             "new" (nothing was here, or `overwrite`), or "resume" (same config and data).
@@ -185,6 +191,10 @@ class RunFolder:
         Raises:
             ConfigError: a run of a different config or different data is here (naming what changed).
         """
+        return _on_primary(lambda: self._claim(config, data), f"{self.path}: process 0 refused the run folder",
+                           outcomes=("new", "resume"))
+
+    def _claim(self, config: Mapping[str, Any], data: Mapping[str, Any]) -> str:
         record = {"config": json.loads(json.dumps(config, default=str)),
                   "data": json.loads(json.dumps(data, default=str)), "package_version": package_version()}
         path = self.path / CONFIG
@@ -221,9 +231,38 @@ class RunFolder:
 
     def write_json(self, name: str, value: Any) -> Path:
         """Write `value` as `name` in the folder, atomically (e.g. `features.json`, the fitted feature state
-        that `trading-jax export` serves with)."""
+        that `trading-jax export` serves with; process 0's alone in a multi-process run)."""
         path = self.path / name
+        if not is_primary():
+            return path
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(value, indent=1, default=str) + "\n")
         os.replace(tmp, path)
         return path
+
+
+def _on_primary(action, refused: str, outcomes: tuple = (None,)):
+    """`action()` on process 0, its outcome (an entry of `outcomes`, or a refusal) shared with every process.
+
+    Single-process runs just call `action`. In a multi-process run the others wait for process 0's outcome and
+    raise `ConfigError(refused ...)` when process 0 raised (process 0 raises its own one-line error), so no
+    process waits forever for a partner that stopped."""
+    if not is_multiprocess():
+        return action()
+    import numpy as np
+
+    result, error = None, None
+    if is_primary():
+        try:
+            result = action()
+        except ConfigError as caught:
+            error = caught
+        code = -1 if error is not None else outcomes.index(result)
+    else:
+        code = 0
+    code = int(broadcast_from_primary(np.int32(code)))
+    if error is not None:
+        raise error
+    if code < 0:
+        raise ConfigError(f"{refused}: see process 0's message")
+    return outcomes[code]

@@ -31,7 +31,12 @@ def cell(s: Mapping[str, Any] | None, digits: int = 4, interval: bool = True) ->
 
 
 def write_results(out: str | Path, report: Mapping[str, Any], markdown: str) -> None:
-    """Write `results.json` and `results.md` atomically (a crash never leaves half a table)."""
+    """Write `results.json` and `results.md` atomically (a crash never leaves half a table); in a multi-process
+    run only process 0 writes."""
+    from trading_jax.distributed import is_primary
+
+    if not is_primary():
+        return
     out = Path(out)
     for name, text in (("results.json", json.dumps(report, indent=2, default=str) + "\n"), ("results.md", markdown)):
         tmp = out / (name + ".tmp")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from trading_jax import parallel
 from trading_jax.models.precision import cast_floating, compute_dtype  # noqa: F401  (re-exported)
 from trading_jax.training import curriculum
-from trading_jax.training.config import TrainConfig
+from trading_jax.training.config import Dataset, TrainConfig
 
 __all__ = ["select_tree", "cast_floating", "compute_dtype", "prepare_batches", "constrain", "epoch_indices", "take",
            "overlay_params", "has_integer_leaves"]
@@ -21,16 +22,34 @@ def select_tree(pred, new, old):
 
 
 def prepare_batches(config: TrainConfig, n: int, what: str, data, mesh, data_parallel: bool):
-    """Minibatches per epoch, the mesh (built when `data_parallel`), the batch and replicated
-    shardings, and `data` replicated over the mesh. Raises if `n` samples do not fill one minibatch."""
+    """Minibatches per epoch, the mesh, the batch and replicated shardings, and `data` placed on the mesh.
+
+    The mesh: `mesh`, else the active one (`parallel.use_mesh`, e.g. `trading-jax train --distributed`), else
+    one over all devices when `data_parallel`, else None. On a mesh within one process `data` is replicated
+    on every device. On a mesh that spans processes a `Dataset`'s training rows (`x_train`, `y_train`) are
+    sharded over the "data" axis (`parallel.shard_rows`: each process puts only its own rows on its devices,
+    and the minibatch gathers read across processes), the rest is replicated; a bare array `data` (pretraining)
+    is sharded the same way. Raises if `n` samples do not fill one minibatch."""
     steps = n // config.batch_size
     if steps == 0:
         raise ValueError(f"{what}={n} is smaller than batch_size={config.batch_size}: no full minibatch")
+    if mesh is None:
+        mesh = parallel.active_mesh()
     if data_parallel and mesh is None:
         mesh = parallel.make_mesh()
     parallel.check_divisible(mesh, batch_size=config.batch_size)
     batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated_sharding(mesh)
-    if replicated is not None:
+    if replicated is not None and parallel.spans_processes(mesh):
+        if isinstance(data, Dataset):
+            if config.curriculum and data.difficulty is None:  # ranked on the real rows, before any padding
+                data = data._replace(difficulty=np.asarray(curriculum.sample_volatility(
+                    jax.tree.map(np.asarray, data.x_train), config.curriculum_feature)))
+            rows = parallel.shard_rows((data.x_train, data.y_train), mesh)
+            rest = parallel.replicate(data._replace(x_train=None, y_train=None), mesh)
+            data = rest._replace(x_train=rows[0], y_train=rows[1])
+        else:
+            data = parallel.shard_rows(data, mesh)
+    elif replicated is not None:
         data = jax.device_put(data, replicated)
     return steps, mesh, batch_sharding, replicated, data
 
