@@ -8,6 +8,8 @@ Subcommands:
     train CONFIG            run an experiment file (experiments/*.toml; supervised, or the algorithm it names:
                             ppo, maml, ensemble, ppo_ensemble, sentiment): train every seed, checkpoint, log to TensorBoard,
                             report held-out metrics against baselines; then export the model to OUT/export.
+    tune CONFIG             hyperparameter search on Ray Tune over the file's [tune] table (local Ray by default,
+                            --address attaches to a cluster); writes RUN/results.md and RUN/best.toml.
     export RUN_DIR OUT_DIR  export a run for serving (weights, jax.export StableHLO, ONNX, metadata);
                             --mlflow logs it as a registered model version.
     export-pipeline PREDICTOR POLICY OUT_DIR
@@ -26,6 +28,8 @@ from typing import Sequence
 
 EXIT_OK, EXIT_DATA_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPAIRS = ("drop_duplicates", "ffill_gaps", "swap_volume", "all")
+# the algorithms whose trainers shard over a multi-process mesh (batch / env axis), tested against 1 process
+DISTRIBUTED_ALGORITHMS = ("supervised", "ppo")
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -79,22 +83,79 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from trading_jax.runs import ConfigError, load_experiment, run_experiment
 
+    distributed = _start_distributed(args)
     experiment = load_experiment(args.config)
+    if args.distributed and experiment.algorithm not in DISTRIBUTED_ALGORITHMS:
+        from trading_jax.distributed import DistributedError
+
+        raise DistributedError(f"{args.config}: algorithm = {experiment.algorithm!r} does not train across processes "
+                               f"yet; --distributed runs {', '.join(DISTRIBUTED_ALGORITHMS)} (train this one without it)")
     if args.seeds:
         if len(set(args.seeds)) != len(args.seeds):
             raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds")
         experiment = dataclasses.replace(experiment, seeds=tuple(args.seeds))
     out = Path(args.out) if args.out else Path("runs") / experiment.name
     try:
-        summary, ok = run_experiment(experiment, out, overwrite=args.overwrite, show_progress=not args.quiet)
+        with distributed:
+            summary, ok = run_experiment(experiment, out, overwrite=args.overwrite, show_progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"trading-jax: interrupted; rerun the same command to resume {out} from its last checkpoint",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    import jax
+
+    if jax.process_index() != 0:  # a multi-process run: process 0 reports and exports
+        return EXIT_OK if ok else EXIT_DATA_ERRORS
     print(summary)
     if ok and not args.no_export:
         _export_after_training(experiment, out)
     return EXIT_OK if ok else EXIT_DATA_ERRORS
+
+
+def _start_distributed(args: argparse.Namespace):
+    """`train --distributed`: join the multi-process run (flags, else the environment: SLURM, Kubernetes, JAX_*,
+    TRADING_JAX_*) and return a context that makes the global mesh the active one; without the flag, a context
+    that does nothing (and a usage error for the other distributed flags)."""
+    import contextlib
+
+    given = [f"--{n.replace('_', '-')}" for n in ("coordinator", "num_processes", "process_id")
+             if getattr(args, n, None) is not None]
+    if not getattr(args, "distributed", False):
+        if given:
+            from trading_jax.distributed import DistributedError
+
+            raise DistributedError(f"{', '.join(given)} only apply with --distributed")
+        return contextlib.nullcontext()
+    from trading_jax import distributed, parallel
+    from trading_jax.logging import get_logger
+
+    settings = distributed.initialize(
+        distributed.resolve_settings(args.coordinator, args.num_processes, args.process_id),
+        timeout_s=args.distributed_timeout)
+    mesh = parallel.make_mesh()
+    import jax
+
+    get_logger(__name__).info("distributed: %s; global mesh of %d devices (%d here)", settings.describe(),
+                              jax.device_count(), jax.local_device_count())
+    return parallel.use_mesh(mesh)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """`trading-jax tune CONFIG`: the file's [tune] search (`trading_jax.runs.tune.run_search`); Ray is imported
+    only here."""
+    from trading_jax.runs.tune import ClusterError, RayMissingError, SearchInterrupted, run_search
+
+    try:
+        summary, best = run_search(args.config, args.out, address=args.address, overwrite=args.overwrite,
+                                   num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=0 if args.quiet else 1)
+    except (RayMissingError, ClusterError) as error:
+        print(f"trading-jax: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SearchInterrupted, KeyboardInterrupt) as error:
+        print(f"trading-jax: {error or 'interrupted: rerun the same command to resume the search'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary)
+    return EXIT_OK if best is not None else EXIT_DATA_ERRORS
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -270,7 +331,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start fresh in the output folder (delete its checkpoints, logs and results)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.add_argument("--no-export", action="store_true", help="do not export the trained model to OUT/export")
+    train.add_argument("--distributed", action="store_true",
+                       help="multi-process data-parallel training on jax.distributed: run the same command in every "
+                            "process (settings from the flags below, else SLURM, Kubernetes, JAX_* or TRADING_JAX_* "
+                            "variables); the run folder must be on a file system every process sees")
+    train.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port (--distributed)")
+    train.add_argument("--num-processes", type=int, help="processes in the run (--distributed)")
+    train.add_argument("--process-id", type=int, help="this process's rank, 0 .. N-1 (--distributed)")
+    train.add_argument("--distributed-timeout", type=int, default=120, metavar="S",
+                       help="seconds to wait for every process to join (default: %(default)s)")
     train.set_defaults(func=cmd_train)
+
+    tune = commands.add_parser("tune", help="hyperparameter search on Ray Tune ([tune] table; pip install "
+                                            "'trading-jax[tune]')")
+    tune.add_argument("config", help="experiment TOML file with a [tune] table")
+    tune.add_argument("--out", help="output folder (default: runs/NAME_tune); a rerun resumes the search there")
+    tune.add_argument("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto); default: the "
+                                        "file's [tune] address, else an embedded local Ray")
+    tune.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    tune.add_argument("--num-gpus", type=int, help="GPUs of the embedded local Ray (default: all)")
+    tune.add_argument("--overwrite", action="store_true", help="start the search fresh in the output folder")
+    tune.add_argument("-q", "--quiet", action="store_true", help="no Ray Tune status tables")
+    tune.set_defaults(func=cmd_tune)
 
     backtest = commands.add_parser(
         "backtest", help="walk-forward backtest of models and baselines with costs (algorithm = \"backtest\" files)")
@@ -429,8 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.verbose)
     cache = configure_compile_cache(enabled=not args.no_compile_cache)
     get_logger(__name__).debug("persistent compilation cache: %s", cache or "off")
+    from trading_jax.distributed import DistributedError
+
     try:
         return args.func(args)
+    except DistributedError as error:  # multi-process settings or start-up: one line naming the setting or address
+        print(f"trading-jax: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (FileNotFoundError, ValueError) as error:  # data errors carry a full, actionable message
         print(f"trading-jax: error: {error}", file=sys.stderr)
         return EXIT_DATA_ERRORS

@@ -166,6 +166,86 @@ def _check_reachable(settings: DistributedSettings) -> None:
                                "address")
 
 
+def _rendezvous(settings: DistributedSettings, timeout_s: float) -> None:
+    """Meet every process on the coordinator's port before JAX does, so that a missing or misconfigured process
+    is a one-line `DistributedError` (JAX's own client aborts the whole process with a C++ fatal log instead).
+
+    Process 0 listens on the port until the other `num_processes - 1` ranks have said hello (each with its rank
+    and the count it was started with), then tells them to go and frees the port for JAX's coordinator service;
+    the others retry connecting until process 0 is up. Either side gives up after `timeout_s`.
+    """
+    import time
+
+    host, port = check_address(settings.coordinator)
+    deadline = time.monotonic() + float(timeout_s)
+    n, rank = settings.num_processes, settings.process_id
+    hello = f"trading-jax {rank} {n}\n".encode()
+    if rank == 0:
+        joined: dict[int, socket.socket] = {}
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                server.bind(("", port))
+            except OSError as error:
+                raise DistributedError(f"coordinator {settings.coordinator}: process 0 cannot listen on port {port} "
+                                       f"({error.strerror}); choose a free port") from None
+            server.listen(n)
+            try:
+                while len(joined) < n - 1:
+                    server.settimeout(max(0.01, deadline - time.monotonic()))
+                    try:
+                        conn, _ = server.accept()
+                    except socket.timeout:
+                        missing = sorted(set(range(1, n)) - set(joined))
+                        raise DistributedError(
+                            f"process 0 of {n} waited {timeout_s} s at coordinator {settings.coordinator} for process(es) "
+                            f"{', '.join(map(str, missing))}, which never joined: start them with the same coordinator "
+                            "and count (check the host, port and firewall)") from None
+                    conn.settimeout(5)
+                    try:
+                        words = conn.recv(64).decode(errors="replace").split()
+                    except OSError:
+                        conn.close()
+                        continue
+                    if len(words) != 3 or words[0] != "trading-jax" or not all(w.isdigit() for w in words[1:]):
+                        conn.close()  # not one of ours (a port scanner, a stray client)
+                        continue
+                    their_rank, their_n = int(words[1]), int(words[2])
+                    if their_n != n or their_rank in joined or not 0 < their_rank < n:
+                        conn.sendall(b"refused\n")
+                        conn.close()
+                        raise DistributedError(f"process 0 of {n}: a process started as rank {their_rank} of {their_n} "
+                                               "joined the coordinator: give every process the same count and a "
+                                               "distinct rank")
+                    joined[their_rank] = conn
+                for conn in joined.values():
+                    conn.sendall(b"go\n")
+            finally:
+                for conn in joined.values():
+                    conn.close()
+        return
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.5, min(2.0, deadline - time.monotonic()))) as conn:
+                conn.sendall(hello)
+                conn.settimeout(max(0.5, deadline - time.monotonic()))
+                reply = conn.recv(16).decode(errors="replace").strip()
+                if reply == "go":
+                    return
+                if reply == "refused":
+                    raise DistributedError(f"process {rank} of {n}: process 0 at {settings.coordinator} refused it (a "
+                                           "different process count, or this rank twice): give every process the same "
+                                           "count and a distinct rank")
+        except socket.timeout:
+            pass
+        except OSError:
+            time.sleep(0.2)
+        if time.monotonic() > deadline:
+            raise DistributedError(f"process {rank} of {n} could not join the run at coordinator {settings.coordinator} "
+                                   f"within {timeout_s} s: start process 0 there with the same count (check the host, "
+                                   "port and firewall)")
+
+
 def initialize(settings: DistributedSettings | None = None, timeout_s: int = DEFAULT_TIMEOUT_S) -> DistributedSettings:
     """Join this process to the multi-process run (idempotent; a 1-process setting starts nothing).
 
@@ -185,6 +265,9 @@ def initialize(settings: DistributedSettings | None = None, timeout_s: int = DEF
                                    f"not {settings.num_processes}")
         return settings
     _check_reachable(settings)
+    if settings.coordinator is not None:
+        log.info("jax.distributed: %s; waiting up to %d s for every process", settings.describe(), timeout_s)
+        _rendezvous(settings, timeout_s)
     try:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # noqa: BLE001 - a JAX without the option: its default collectives stand
