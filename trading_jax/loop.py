@@ -31,6 +31,8 @@ killed and resumed (the algorithms draw unit u's randomness from the state's key
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -44,7 +46,7 @@ import numpy as np
 
 from trading_jax.logging import get_logger
 
-__all__ = ["Trainer", "FunctionTrainer", "fit", "units_done", "hyperparam_grid", "train_population"]
+__all__ = ["Trainer", "FunctionTrainer", "fit", "units_done", "hyperparam_grid", "train_population", "chunk_hooks"]
 
 log = get_logger(__name__)
 
@@ -304,6 +306,34 @@ def train_population(trainer: "FunctionTrainer", key, n_members: int | None = No
 # ----------------------------------------------------------------------------------------- fit
 
 
+_HOOKS: contextvars.ContextVar = contextvars.ContextVar("trading_jax_chunk_hooks", default=(None, None))
+
+
+@contextlib.contextmanager
+def chunk_hooks(on_chunk: Callable[[dict, int, Any], None] | None = None,
+                on_restore: Callable[[Any, Any], Any] | None = None):
+    """Hooks that every `fit` run inside this context (same thread or task) calls, for drivers that wrap whole
+    runs, e.g. a Ray Tune trial (`trading_jax.runs.tune`).
+
+    Args:
+        on_chunk: `on_chunk(record, units_done, state)` after each chunk's checkpoint and logs, where `record`
+            is the chunk's record as checkpointed (the last active value of every metric, the member mean for a
+            population, and the evaluation's values; empty when no unit of the chunk was active). May raise to
+            stop the run.
+        on_restore: `on_restore(restored_state, fresh_state) -> state` right after `fit` restores a checkpoint,
+            with `fresh_state = trainer.init(key, hparams)` of this run: e.g. put the run's own hyperparameters
+            (`fresh_state.hparams`) into a state restored from another run's checkpoint (population-based
+            training).
+
+    Without this context `fit` behaves exactly as documented.
+    """
+    token = _HOOKS.set((on_chunk, on_restore))
+    try:
+        yield
+    finally:
+        _HOOKS.reset(token)
+
+
 def units_done(counter) -> int:
     """Units completed from a trainer's counter: a scalar, or `[M]` for a population (members in step)."""
     values = np.asarray(jax.device_get(counter)).reshape(-1)
@@ -384,9 +414,13 @@ def fit(
     total = int(trainer.total)
     members = trainer.members
     stop_at = total if max_units is None else max(0, min(total, int(max_units)))
+    on_chunk, on_restore = _HOOKS.get()
     state = trainer.init(key, hparams)
     if checkpointer is not None and checkpointer.latest_step() is not None:
+        fresh = state
         state = checkpointer.restore(checkpointer.latest_step(), target=state)
+        if on_restore is not None:
+            state = on_restore(state, fresh)
         log.info("%s: resuming from the checkpoint after %s %d", desc, trainer.unit, units_done(trainer.counter(state)))
     done = units_done(trainer.counter(state))
 
@@ -436,6 +470,8 @@ def fit(
                 bar.update(new_done - done)
             log.debug("%s: %s %d-%d %s (%.3g s)", desc, trainer.unit, done, new_done - 1, record, seconds)
             done = new_done
+            if on_chunk is not None:
+                on_chunk(record, done, state)
             for callback in callbacks:
                 callback(state, chunk, done)
     finally:

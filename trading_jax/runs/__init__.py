@@ -38,6 +38,7 @@ def load_experiment(path: str | Path):
     algorithm = raw.get("algorithm", "supervised")
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"{path}: algorithm = {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    raw.pop("tune", None)  # the [tune] table is `trading-jax tune`'s (trading_jax.runs.tune); training ignores it
     return importlib.import_module(ALGORITHMS[algorithm]).load(raw, str(path))
 
 
