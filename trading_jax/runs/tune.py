@@ -15,6 +15,7 @@ maml, portfolio, ...) may carry a `[tune]` table; `trading-jax train` ignores it
     gpus_per_trial = 0           # 1: one trial per device; its seeds fill it as one vmapped population
     grace_period = 2             # ASHA: units (epochs, updates) before a trial may be stopped
     reduction_factor = 3         # ASHA
+    max_t = 1000000              # ASHA: stop any trial at this many units (default: never before its own end)
     perturbation_interval = 4    # PBT: units between exploit/explore steps (and checkpoints)
     synch = false                # PBT: true waits for every trial at each perturbation (reproducible exploits)
     [tune.space]
