@@ -591,8 +591,6 @@ def run_search(experiment: str | Path | Mapping[str, Any], out: str | Path | Non
         RayMissingError: Ray is not installed. ClusterError: the address cannot be reached.
         SearchInterrupted: Ctrl-C (Ray is stopped; rerun the same command to resume).
     """
-    from trading_jax.runs.folder import RunFolder
-
     if isinstance(experiment, Mapping):
         raw, file = dict(experiment), file or "<experiment>"
     else:
@@ -606,14 +604,25 @@ def run_search(experiment: str | Path | Mapping[str, Any], out: str | Path | Non
     from ray import tune
 
     if address:
-        probe_address(address)
+        probe_address(address)  # even with a Ray already running here: a bad address is a mistake to report
+    started = start_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)  # first: a bad address claims no folder
+    try:
+        return _search(tune, raw, file, spec, base, root, address, overwrite, verbose)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _search(tune, raw, file, spec: TuneSpec, base, root: Path, address: str, overwrite: bool, verbose: int):
+    """`run_search` once Ray runs: claim the folder, fit (or resume) the Tuner, write the results."""
+    from trading_jax.runs.folder import RunFolder
+
     with RunFolder(root, overwrite=overwrite) as folder:
         state = folder.claim({"search": _record(raw, spec)}, {})
         if state == "new":  # --overwrite, or what a search that failed before it was claimed left: start clean
             for name in (TRIALS, TUNE_DIR, "best.toml"):
                 target = root / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        started = start_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
         # Ray Tune's own SIGINT handler ends the search quietly and returns as if it had finished: turn it off, so
         # Ctrl-C raises here, Ray is stopped and the user is told how to resume
         previous = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
@@ -628,8 +637,6 @@ def run_search(experiment: str | Path | Mapping[str, Any], out: str | Path | Non
                 os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
             else:
                 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
-            if started:
-                ray.shutdown()
             _clear_stale_locks(root)
         if grid is None:
             interrupted = True
