@@ -69,7 +69,7 @@ def shared_data() -> Path:
 # go first and the small files fill in behind them: the workers finish together instead of one waiting on a big
 # file picked up last (longest-processing-time-first scheduling). A file missing here just runs in name order.
 SLOWEST_FIRST = (
-    "test_export.py", "test_rl_ppo.py", "test_runs_ppo_ensemble.py", "test_runs_maml.py", "test_rl_offpolicy.py",
+    "test_tune.py", "test_distributed.py", "test_export.py", "test_rl_ppo.py", "test_runs_ppo_ensemble.py", "test_runs_maml.py", "test_rl_offpolicy.py",
     "test_export_onnx.py", "test_runs_offpolicy.py", "test_runs_rl_comparison.py", "test_rl_dqn.py",
     "test_rl_loop.py", "test_training.py", "test_ensemble.py", "test_sentiment_run.py", "test_meta.py",
     "test_runs.py", "test_backtest_run.py", "test_runs_meta_ensemble.py", "test_runs_online.py", "test_loop.py",
