@@ -210,3 +210,11 @@ def test_process_0_decides_the_run_folder_and_the_others_follow_or_stop(monkeypa
     with pytest.raises(ConfigError, match="process 0 refused the run folder: see process 0's message"):
         with F.RunFolder(tmp_path / "other") as run:
             run.claim({"a": 3}, {})
+
+
+def test_the_library_shards_with_meshes_only_never_pmap():
+    import re
+
+    calls = [f"{path.relative_to(REPO)}:{n}" for path in (REPO / "trading_jax").rglob("*.py")
+             for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bpmap\s*\(", line)]
+    assert calls == []
