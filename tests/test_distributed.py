@@ -88,6 +88,13 @@ def test_two_processes_train_supervised_and_ppo_as_one_process_does_and_resume_o
         shutil.copytree(two / "checkpoints" / name, one / "checkpoints" / name)
         for step in (3, 4):
             shutil.rmtree(one / "checkpoints" / name / str(step))
+    # without a target (an export, an analysis) one process reads the 2-process checkpoint onto its own device
+    from trading_jax.checkpoint import CheckpointConfig, Checkpointer
+
+    with Checkpointer(CheckpointConfig(directory=str(two / "checkpoints" / "supervised"))) as ckpt:
+        state = ckpt.restore(4)
+    leaf = np.asarray(state["params"]["Dense_1"]["bias"])
+    np.testing.assert_allclose(leaf, reference["supervised/['Dense_1']['bias']"], rtol=2e-5, atol=2e-6)
     _wait(_launch(one, 1))
     resumed = _results(one)
     assert int(resumed["devices"]) == 1

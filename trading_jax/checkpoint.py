@@ -207,8 +207,8 @@ class Checkpointer:
                 included); typed-key leaves of a concrete target come back as typed keys; a leaf that is
                 a `jax.Array` comes back with its sharding, so a checkpoint saved by P processes restores
                 onto the mesh of another process or device count (the target's).
-                Without one, Orbax's stored metadata decides (NamedTuples come back as dicts,
-                keys as uint32 key data).
+                Without one, the stored tree comes back on this process's first device (NamedTuples
+                as dicts, keys as uint32 key data), whatever mesh saved it.
 
         Returns:
             The restored pytree.
@@ -224,7 +224,7 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory} (have {self.all_steps()})")
         step = int(step)
         if target is None:
-            return self._manager.restore(step, args=self._ocp.args.StandardRestore())
+            return self._manager.restore(step, args=self._ocp.args.StandardRestore(self._local_layout(step)))
 
         def abstract(x):
             if _is_typed_key(x):
@@ -245,6 +245,19 @@ class Checkpointer:
             target,
             restored,
         )
+
+    def _local_layout(self, step: int):
+        """The stored tree as abstract arrays on this process's first device, or None (Orbax's stored layout).
+
+        A checkpoint saved by several processes records their global mesh; restoring it without a target in
+        one process (an export, an analysis) must not ask for that mesh."""
+        try:
+            meta = self._ocp.StandardCheckpointer().metadata(self.directory / str(step) / "default")
+            tree = getattr(meta, "item_metadata", meta)
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), tree)
+        except Exception:  # noqa: BLE001 - another layout of the step folder: Orbax's own default
+            return None
 
     def close(self) -> None:
         """Wait for pending writes and release Orbax's resources."""

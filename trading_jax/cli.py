@@ -104,10 +104,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     import jax
 
-    if jax.process_index() != 0:  # a multi-process run: process 0 reports and exports
+    if jax.process_index() != 0:  # a multi-process run: process 0 reports
         return EXIT_OK if ok else EXIT_DATA_ERRORS
     print(summary)
-    if ok and not args.no_export:
+    if ok and not args.no_export and jax.process_count() > 1:
+        # exporting traces and runs programs on this process's devices while the others wait in JAX's shutdown
+        # barrier (which times out and aborts them): a single process exports the finished run instead
+        from trading_jax.export.from_run import BUILDERS
+
+        if experiment.algorithm in BUILDERS:
+            print(f"not exported (a multi-process run): export it from one process with `trading-jax export {out} "
+                  f"{out / 'export'}`")
+    elif ok and not args.no_export:
         _export_after_training(experiment, out)
     return EXIT_OK if ok else EXIT_DATA_ERRORS
 
