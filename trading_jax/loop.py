@@ -407,7 +407,11 @@ def fit(
         desc: the progress bar's label.
 
     Returns:
-        `trainer.result(state)` of the final state (a partial run after `max_units`).
+        `trainer.result(state)` of the final state (a partial run after `max_units`). In a multi-process run
+        (`trading_jax.distributed`) it is a NumPy copy on every process (`distributed.to_host`), as is the
+        result `evaluate` sees, so what follows training runs on each process's own devices; the progress bar
+        and the TensorBoard writer are process 0's only, and every process must call `fit` (the checkpoints
+        are collective Orbax saves).
     """
     if int(every) < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -424,6 +428,15 @@ def fit(
         log.info("%s: resuming from the checkpoint after %s %d", desc, trainer.unit, units_done(trainer.counter(state)))
     done = units_done(trainer.counter(state))
 
+    multiprocess = jax.process_count() > 1
+    if multiprocess:  # evaluation and the returned result see host copies; only process 0 shows and logs
+        from trading_jax.distributed import to_host
+
+        result_of = lambda s: to_host(trainer.result(s))  # noqa: E731
+        show_progress = show_progress and jax.process_index() == 0
+        writer = writer if jax.process_index() == 0 else None
+    else:
+        result_of = trainer.result
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
@@ -446,7 +459,7 @@ def fit(
             record = {k: float(v[last]) for k, v in means.items()} if last is not None else {}
             evaluation = {}
             if evaluate is not None:
-                evaluation = {k: _scalar(v) for k, v in evaluate(trainer.result(state), new_done).items()}
+                evaluation = {k: _scalar(v) for k, v in evaluate(result_of(state), new_done).items()}
                 record.update({k: float(np.nanmean(v)) if np.ndim(v) else v for k, v in evaluation.items()})
             if checkpointer is not None:
                 checkpointer.save(new_done, state, record, force=new_done == total)
@@ -477,7 +490,7 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    return trainer.result(state)
+    return result_of(state)
 
 
 def _write(writer, chunk, means, active, first, evaluation, new_done, members) -> None:
