@@ -85,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     distributed = _start_distributed(args)
     experiment = load_experiment(args.config)
-    if args.distributed and experiment.algorithm not in DISTRIBUTED_ALGORITHMS:
+    if getattr(args, "distributed", False) and experiment.algorithm not in DISTRIBUTED_ALGORITHMS:
         from trading_jax.distributed import DistributedError
 
         raise DistributedError(f"{args.config}: algorithm = {experiment.algorithm!r} does not train across processes "
