@@ -12,7 +12,7 @@ maml, portfolio, ...) may carry a `[tune]` table; `trading-jax train` ignores it
     time_budget_s = 3600         # optional: stop starting and running trials after this long
     address = ""                 # "" = embedded local Ray (no cluster); "auto" or "HOST:PORT" attaches
     cpus_per_trial = 1
-    gpus_per_trial = 0           # 1: one trial per device; its seeds fill it as one vmapped population
+    gpus_per_trial = 0           # 1: one trial per device (its seeds fill it where they train as one vmapped population)
     grace_period = 2             # ASHA: units (epochs, updates) before a trial may be stopped
     reduction_factor = 3         # ASHA
     max_t = 1000000              # ASHA: stop any trial at this many units (default: never before its own end)
@@ -28,8 +28,9 @@ is checked by loading the file with it through the algorithm's own `load`, so ev
 `ConfigError` before Ray starts.
 
 A trial is the file with the sampled values, run by `trading_jax.runs.run_experiment` into
-`RUN/trials/<trial>/` (its own run folder: checkpoints, TensorBoard, results.md). Its seeds train as ONE vmapped
-population, so one trial fills a device. It reports fit's record to Tune after every chunk (through
+`RUN/trials/<trial>/` (its own run folder: checkpoints, TensorBoard, results.md). Where the algorithm's runner
+trains its seeds as ONE vmapped population (supervised with `vmap_seeds`, MAML, portfolio, the PPO ensemble), one
+trial fills a device; the RL runners (PPO, SAC, TD3, DDPG, DQN) train a trial's seeds one after another. It reports fit's record to Tune after every chunk (through
 `trading_jax.loop.chunk_hooks`), with `units` = units trained (the schedulers' time axis). PBT: a trial reports
 its Orbax checkpoint folder every `perturbation_interval` units; an exploited trial restarts in a fresh folder
 (`RUN/trials/<trial>-r<k>/`) from a copy of the donor's checkpoint, with its own (mutated) hyperparameters put
