@@ -225,3 +225,19 @@ def test_the_library_shards_with_meshes_only_never_pmap():
     calls = [f"{path.relative_to(REPO)}:{n}" for path in (REPO / "trading_jax").rglob("*.py")
              for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bpmap\s*\(", line)]
     assert calls == []
+
+
+def test_process_0_tells_the_others_before_any_error_of_its_own_propagates(monkeypatch):
+    from trading_jax.runs import folder as F
+
+    sent = []
+    monkeypatch.setattr(F, "is_multiprocess", lambda: True)
+    monkeypatch.setattr(F, "is_primary", lambda: True)
+    monkeypatch.setattr(F, "broadcast_from_primary", lambda code: sent.append(int(code)) or code)
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        F._on_primary(disk_full, "refused")
+    assert sent == [-1]  # the others were told to stop before process 0 raised

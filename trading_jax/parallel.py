@@ -26,7 +26,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-__all__ = ["make_mesh", "use_mesh", "active_mesh", "shard_rows", "replicate", "spans_processes", "data_axis_size", "check_divisible", "constrain", "batch_sharding", "replicated_sharding", "P"]
+__all__ = ["make_mesh", "use_mesh", "active_mesh", "shard_rows", "replicate", "spans_processes", "data_axis_size",
+           "check_divisible", "constrain", "batch_sharding", "replicated_sharding", "P"]
 
 DATA_AXIS = "data"
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("trading_jax_mesh", default=None)

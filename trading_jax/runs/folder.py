@@ -245,8 +245,8 @@ def _on_primary(action, refused: str, outcomes: tuple = (None,)):
     """`action()` on process 0, its outcome (an entry of `outcomes`, or a refusal) shared with every process.
 
     Single-process runs just call `action`. In a multi-process run the others wait for process 0's outcome and
-    raise `ConfigError(refused ...)` when process 0 raised (process 0 raises its own one-line error), so no
-    process waits forever for a partner that stopped."""
+    raise `ConfigError(refused ...)` when process 0 raised (process 0 raises its own error: a one-line
+    ConfigError, or e.g. an OSError), so no process waits forever for a partner that stopped."""
     if not is_multiprocess():
         return action()
     import numpy as np
@@ -255,7 +255,7 @@ def _on_primary(action, refused: str, outcomes: tuple = (None,)):
     if is_primary():
         try:
             result = action()
-        except ConfigError as caught:
+        except Exception as caught:  # noqa: BLE001 - told to the others first, then raised here as it was
             error = caught
         code = -1 if error is not None else outcomes.index(result)
     else:
