@@ -3,7 +3,8 @@
     python tests/distributed_worker.py OUT     # settings from TRADING_JAX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID
                                                # (a 1-process run, without a mesh, when they are absent)
 
-Trains a tiny supervised model and a tiny PPO policy through `trading_jax.loop.fit` on the global mesh, with an
+Trains a tiny supervised model, a tiny PPO policy and a tiny DQN agent (the off-policy loop SAC, TD3 and DDPG share)
+through `trading_jax.loop.fit` on the global mesh, with an
 Orbax checkpoint after every unit in OUT/checkpoints/{supervised,ppo} (all kept; a run resumes from the latest
 one there), and process 0 writes every final param and metric to OUT/result.npz.
 """
@@ -60,6 +61,15 @@ def _ppo():
     return make_trainer(config)
 
 
+def _dqn():
+    from trading_jax.rl import dqn
+
+    config = dqn.DQNConfig(env="trading", n_step=2, num_envs=2, steps_per_iteration=4, learning_starts=16,
+                           buffer_size=256, batch_size=16, target_update_interval=4, network_kwargs={"hidden": [16]})
+    return dqn.make_trainer(config.replace(total_timesteps=config.warmup_steps * config.num_envs
+                                           + UPDATES * config.env_steps_per_iteration))
+
+
 def train_all(out: Path) -> dict[str, np.ndarray]:
     """Both runs on the active mesh; `{name: array}` of their final params and metrics (on every process)."""
     import jax
@@ -68,7 +78,7 @@ def train_all(out: Path) -> dict[str, np.ndarray]:
     from trading_jax.loop import fit
 
     flat = {}
-    for name, build in (("supervised", _supervised), ("ppo", _ppo)):
+    for name, build in (("supervised", _supervised), ("ppo", _ppo), ("dqn", _dqn)):
         trainer = build()
         config = CheckpointConfig(directory=str(out / "checkpoints" / name), save_every_steps=1, keep_last=EPOCHS)
         with Checkpointer(config) as ckpt:

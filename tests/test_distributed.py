@@ -1,5 +1,5 @@
 """Multi-host training on `jax.distributed`: 2 CPU processes on localhost (a localhost coordinator, gloo
-collectives) train supervised and PPO exactly as 1 process does, a checkpoint they save resumes in 1 process, the
+collectives) train supervised, PPO and DQN (the off-policy loop) exactly as 1 process does, a checkpoint they save resumes in 1 process, the
 settings come from flags, SLURM, Kubernetes or JAX's variables, and every bad setting is one line."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def reference(tmp_path_factory):
     return distributed_worker.train_all(tmp_path_factory.mktemp("reference"))
 
 
-def test_two_processes_train_supervised_and_ppo_as_one_process_does_and_resume_on_another_count(reference, tmp_path):
+def test_two_processes_train_supervised_ppo_and_dqn_as_one_process_does_and_resume_on_another_count(reference, tmp_path):
     two = tmp_path / "two"
     _wait(_launch(two, 2))  # one device each: a 2-device global mesh, training rows and envs split between them
     got = _results(two)
@@ -82,7 +82,7 @@ def test_two_processes_train_supervised_and_ppo_as_one_process_does_and_resume_o
     _assert_same(got, reference)
     # the run as if stopped after 2 units: its checkpoints up to 2, restored by ONE process, which finishes the run
     one = tmp_path / "one"
-    for name in ("supervised", "ppo"):
+    for name in ("supervised", "ppo", "dqn"):
         steps = sorted(int(p.name) for p in (two / "checkpoints" / name).iterdir() if p.name.isdigit())
         assert steps == [1, 2, 3, 4]  # saved once per unit by the 2 processes together
         shutil.copytree(two / "checkpoints" / name, one / "checkpoints" / name)
@@ -185,9 +185,10 @@ def test_processes_started_with_different_counts_are_refused_in_one_line(tmp_pat
 
 
 def test_algorithms_that_do_not_shard_over_processes_refuse_distributed_in_one_line(tmp_path):
-    refused = _cli("train", str(REPO / "experiments" / "sac_portfolio.toml"), "--out", str(tmp_path), "--distributed")
+    refused = _cli("train", str(REPO / "experiments" / "maml_synthetic.toml"), "--out", str(tmp_path), "--distributed")
     assert refused.returncode == 2, refused.stderr
-    assert "algorithm = 'sac' does not train across processes yet; --distributed runs supervised, ppo" in refused.stderr
+    assert ("algorithm = 'maml' does not train across processes yet; --distributed runs supervised, ppo, sac, td3, "
+            "ddpg, dqn") in refused.stderr
 
 
 def test_process_0_decides_the_run_folder_and_the_others_follow_or_stop(monkeypatch, tmp_path):

@@ -29,7 +29,7 @@ from typing import Sequence
 EXIT_OK, EXIT_DATA_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPAIRS = ("drop_duplicates", "ffill_gaps", "swap_volume", "all")
 # the algorithms whose trainers shard over a multi-process mesh (batch / env axis), tested against 1 process
-DISTRIBUTED_ALGORITHMS = ("supervised", "ppo")
+DISTRIBUTED_ALGORITHMS = ("supervised", "ppo", "sac", "td3", "ddpg", "dqn")
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:

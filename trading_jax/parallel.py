@@ -12,7 +12,8 @@ axis are sharded over it with `NamedSharding(mesh, P("data"))`, params and optim
 
 The mesh may span several processes (`trading_jax.distributed.initialize` first: `jax.devices()` then lists
 every process's devices). `use_mesh(mesh)` makes a mesh the active one for the data-parallel algorithms
-(supervised training and PPO shard their batch / env axis over it when they are given no mesh), which is how
+(supervised training, PPO and the off-policy loop shard their batch / env axis over it when they are given no
+mesh), which is how
 `trading-jax train --distributed` reaches them; `shard_rows` places a host array's rows over the mesh with each
 process putting only its own rows on its devices.
 """

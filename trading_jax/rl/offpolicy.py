@@ -28,7 +28,14 @@ update-to-data ratio is `gradient_steps / num_envs`, as SB3's `train_freq=1, gra
 
 **Randomness** (DESIGN.md principle 6): `key -> (params, warm-up, iterations)`; iteration i draws from
 `fold_in(state.key, i)`, so `run` can be chunked arbitrarily and `result(run(init(k), n)) == train(k)` bit
-for bit. Data-parallel meshes are not supported here (the replay buffer is per run; vmap over seeds instead).
+for bit.
+
+**Data parallel** (a mesh with a "data" axis: the active one of `trading_jax.parallel.use_mesh`, e.g. under
+`trading-jax train --distributed`): the env batch (env states, observations, the n-step window, episode
+counters: every `[E, ...]` array) is sharded over the axis, the replay buffer and the learner are replicated,
+and each gradient step's sampled batch is sharded on its batch axis, so XLA all-gathers the E new transitions
+into the buffer and all-reduces the gradients. The maths is that of one device, so results agree up to float
+reassociation (tested across 2 processes). `num_envs` and `batch_size` must divide over the devices.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trading_jax import parallel
 from trading_jax.evaluation.rollout import default_max_steps, rollout
 from trading_jax.features.normalize import NormalizerState
 from trading_jax.loop import FunctionTrainer, train_population
@@ -275,6 +283,15 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
     del extra_metrics
     config.validate()
     E, T, G = config.num_envs, config.steps_per_iteration, config.gradient_steps
+    mesh = parallel.active_mesh()
+    parallel.check_divisible(mesh, num_envs=E, batch_size=config.batch_size)
+    P = parallel.P
+
+    def env_axis(tree, axis: int = 0):  # leaves with the env batch on `axis` sharded over "data" (no-op without a mesh)
+        return parallel.constrain(tree, mesh, P(*([None] * axis), "data"))
+
+    def replicated(tree):
+        return parallel.constrain(tree, mesh, P())
     n_iter, warm, n = config.num_iterations, config.warmup_steps, config.n_step
     normalize = _normalizer(config)
     obs_size = int(np.prod(env.observation_space(env_params).shape))
@@ -304,9 +321,10 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
         hp = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), hparams)
         k_params, k_env, k_warm, k_iter = jax.random.split(key, 4)
         learner = agent.init(k_params, obs_size, hp)
+        learner = replicated(learner)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, E), env_params)
-        obs = obs.reshape(E, obs_size).astype(jnp.float32)
-        window = replay.n_step_init(n, E, obs_size, agent.action_shape, agent.action_dtype)
+        obs, env_state = env_axis((obs.reshape(E, obs_size).astype(jnp.float32), env_state))
+        window = env_axis(replay.n_step_init(n, E, obs_size, agent.action_shape, agent.action_dtype), axis=1)
         example = jax.tree.map(lambda x: x[0], replay.n_step_transition(window, hp.gamma))
         buf = buffer.init(example)
 
@@ -318,10 +336,11 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
                 obs_norm = obs_norm_update(obs_norm, obs)
             action = agent.random_action(k_act, E)
             next_obs, env_state, reward, term, done, final = env_transition(env_state, obs, action, k_env, env_params)
-            window = push(window, obs, action, reward, term, done, final)
+            window = env_axis(push(window, obs, action, reward, term, done, final), axis=1)
             buf = jax.lax.cond(t >= n - 1, lambda b: buffer.add(b, replay.n_step_transition(window, hp.gamma)),
                                lambda b: b, buf)
-            return (env_state, next_obs, obs_norm, window, buf), None
+            next_obs, env_state = env_axis((next_obs, env_state))
+            return (env_state, next_obs, obs_norm, window, replicated(buf)), None
 
         carry = (env_state, obs, obs_norm_init((obs_size,)), window, buf)
         (env_state, obs, obs_norm, window, buf), _ = jax.lax.scan(
@@ -348,6 +367,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
         keys = jax.random.split(key, G)
         if not config.prioritized:
             batches, _, probabilities = jax.vmap(lambda k: buffer.sample(buf, jax.random.split(k)[0]))(keys)
+            batches = env_axis(batches, axis=1)  # [G, B, ...]: each device takes its share of every batch
 
             def body(learner, xs):
                 batch, probs, k = xs
@@ -362,6 +382,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
             learner, buf = carry
             k_sample, k_update = jax.random.split(k)
             batch, indices, probabilities = buffer.sample(buf, k_sample)
+            batch = env_axis(batch)
             batch, weights = prepare(batch, probabilities, buf, obs_norm, progress)
             learner, metrics, td_abs = agent.update(learner, batch, weights, k_update, hp, progress)
             buf = buffer.set_priorities(buf, indices, jnp.abs(td_abs) + config.priority_eps)
@@ -391,7 +412,9 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
             # the barrier keeps XLA from fusing the insert into the sampling gathers, which would keep the old
             # ring alive beside the new one: a copy of the whole buffer on every env step
             buf = jax.lax.optimization_barrier(buffer.add(buf, replay.n_step_transition(window, hp.gamma)))
-            learner, buf, metrics = gradient_steps(learner, buf, k_learn, obs_norm, hp, progress)
+            learner, buf, metrics = gradient_steps(learner, replicated(buf), k_learn, obs_norm, hp, progress)
+            learner = replicated(learner)
+            window, next_obs, env_state = env_axis(window, axis=1), *env_axis((next_obs, env_state))
             ep_ret = ep_ret + reward
             ep_len = ep_len + 1
             donef = done.astype(jnp.float32)
@@ -430,9 +453,10 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
         return OffPolicyResult(agent.acting_params(state.learner), state.obs_norm, state.metrics, state.learner)
 
     return FunctionTrainer(
-        init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.iteration, args=env_params,
+        init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.iteration,
+        args=parallel.replicate(env_params, mesh) if parallel.spans_processes(mesh) else env_params,
         hparams=hparams, total=n_iter, unit="iteration", samples_per_unit=config.env_steps_per_iteration,
-        display=("episode_return",), config=config, model=agent.model,
+        display=("episode_return",), config=config, model=agent.model, mesh=mesh,
         extras={"env": env, "env_params": env_params, "agent": agent, "warmup_env_steps": warm * E},
         dynamic_n=True)
 
