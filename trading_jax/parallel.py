@@ -79,7 +79,8 @@ def constrain(tree, mesh, spec: P):
 @contextlib.contextmanager
 def use_mesh(mesh):
     """Make `mesh` the active mesh inside the block (None: no mesh): data-parallel algorithms built there without
-    a mesh of their own (`training.make_trainer`, `rl.ppo.make_trainer`) shard over it."""
+    a mesh of their own (`training.make_trainer`, `rl.ppo.make_trainer`, `rl.offpolicy.make_offpolicy_trainer`)
+    shard over it."""
     token = _ACTIVE.set(mesh)
     try:
         yield mesh
