@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-__all__ = ["make_mesh", "use_mesh", "active_mesh", "shard_rows", "replicate", "spans_processes", "data_axis_size",
+__all__ = ["make_mesh", "use_mesh", "active_mesh", "shard_rows", "replicate", "global_args", "spans_processes", "data_axis_size",
            "check_divisible", "constrain", "batch_sharding", "replicated_sharding", "P"]
 
 DATA_AXIS = "data"
@@ -135,3 +135,9 @@ def replicate(tree, mesh):
         return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
     return jax.tree.map(one, tree)
+
+
+def global_args(tree, mesh):
+    """A trainer's shared arguments (env params, ...) as global replicated arrays when the mesh spans processes
+    (`replicate`), else unchanged: on one process jit places host arrays itself."""
+    return replicate(tree, mesh) if spans_processes(mesh) else tree

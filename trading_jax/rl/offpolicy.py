@@ -454,7 +454,7 @@ def make_offpolicy_trainer(config: OffPolicyConfig, agent: Agent, env, env_param
 
     return FunctionTrainer(
         init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.iteration,
-        args=parallel.replicate(env_params, mesh) if parallel.spans_processes(mesh) else env_params,
+        args=parallel.global_args(env_params, mesh),
         hparams=hparams, total=n_iter, unit="iteration", samples_per_unit=config.env_steps_per_iteration,
         display=("episode_return",), config=config, model=agent.model, mesh=mesh,
         extras={"env": env, "env_params": env_params, "agent": agent, "warmup_env_steps": warm * E},

@@ -585,8 +585,7 @@ def make_trainer(config: PPOConfig, env=None, env_params=None, mesh=None) -> PPO
 
     return FunctionTrainer(
         init_fn=_init, run_fn=_run_chunk, result_fn=_result, counter_fn=lambda s: s.update,
-        args=(parallel.replicate(default_env_params, mesh)  # global arrays on a multi-host mesh
-              if parallel.spans_processes(mesh) else default_env_params),
+        args=parallel.global_args(default_env_params, mesh),
         hparams=config.hyperparams(), total=n_updates, unit="update",
         samples_per_unit=config.batch_size, display=("episode_return",), config=config, model=model, mesh=mesh,
         extras={"env": env, "env_params": default_env_params}, dynamic_n=True,

@@ -300,12 +300,13 @@ def _host_port(address: str) -> tuple[str, int] | None:
     """`(host, port)` of "HOST:PORT" or "ray://HOST:PORT"; None for "auto"/"local"."""
     if address in ("auto", "local"):
         return None
-    text = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    from trading_jax.distributed import DistributedError, check_address
+
+    try:
+        return check_address(address.split("://", 1)[1] if "://" in address else address, "Ray")
+    except DistributedError:
         raise ClusterError(f"Ray address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:10001 or "
-                           "\"auto\"; leave it out for the embedded local mode")
-    return host.strip("[]"), int(port)
+                           "\"auto\"; leave it out for the embedded local mode") from None
 
 
 def probe_address(address: str, timeout: float = 3.0) -> None:
